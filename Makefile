@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make quickstart` and `make test`.
+# Each creates .venv from pyproject.toml when it is missing.
+SHELL := /bin/bash
+# python3.12 may be a pyenv shim that is not the active version; fall back to pyenv's own 3.12 install.
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do $$p -c '' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+VPY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+
+.PHONY: quickstart test test-slow lint clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "python3.12 not found: install Python 3.12 or pass PYTHON=/path/to/python3.12"; exit 1; }
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/robopolicy quickstart
+
+test: $(VENV)/.installed
+	$(VPY) -m pytest
+
+test-slow: $(VENV)/.installed
+	$(VPY) -m pytest -m slow
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check robopolicy envs fleet tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,48 @@
+"""Advantage estimators over time-major tensors (T, B).
+
+GAE with explicit bootstrap values, so truncation and termination differ:
+    delta_t = r_t + gamma_t * (1 - term_t) * V'_t - V(s_t)
+    A_t     = delta_t + gamma_t * lambda * (1 - done_t) * A_{t+1}
+where V'_t is the value of the state reached by step t: V(s_{t+1}) inside an episode,
+V(final_obs_t) at a time-limit truncation, and ignored at a termination.
+gamma_t = gamma ** chunk_steps_t discounts a chunk-level step that ran several env steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def gae(
+    reward: Tensor,
+    value: Tensor,
+    next_value: Tensor,
+    terminated: Tensor,
+    done: Tensor,
+    gamma: float | Tensor,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
+    """Returns (advantages, returns), each (T, B). All inputs (T, B); gamma scalar or (T, B)."""
+    not_term = (~terminated).to(value.dtype)
+    not_done = (~done).to(value.dtype)
+    gamma_t = torch.as_tensor(gamma, dtype=value.dtype).expand_as(value)
+    # TD error: r_t + gamma * V(s_{t+1}) - V(s_t), with no bootstrap past a termination.
+    delta = reward + gamma_t * not_term * next_value - value
+    decay = gamma_t * gae_lambda * not_done
+    adv = torch.empty_like(value)
+    running = torch.zeros_like(value[0])
+    for t in range(value.shape[0] - 1, -1, -1):
+        running = delta[t] + decay[t] * running
+        adv[t] = running
+    return adv, adv + value
+
+
+def group_relative(returns: Tensor, group: Tensor, eps: float = 1e-8) -> Tensor:
+    """GRPO advantage: (R_i - mean_g R) / (std_g R + eps) within each group id. Shapes (N,)."""
+    adv = torch.empty_like(returns)
+    for g in group.unique():
+        m = group == g
+        r = returns[m]
+        adv[m] = (r - r.mean()) / (r.std(unbiased=False) + eps)
+    return adv

@@ -1,0 +1,192 @@
+"""PPO: the `pg` + `entropy` + `value` terms of the shared objective on on-policy rollouts.
+
+One update:
+    1. critic values of every visited and reached state in two batched passes,
+    2. (optional) return-based reward scaling, GAE -> advantages and returns,
+    3. n_epochs x shuffled minibatches of the weighted objective, global grad-norm clip,
+       early stop when the approximate KL to the behaviour policy exceeds 1.5 * target_kl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robopolicy.advantages import gae
+from robopolicy.critic import ValueCritic
+from robopolicy.normalizer import ReturnNormalizer
+from robopolicy.objective import EntropyTerm, ForwardCache, MiniBatch, Objective, PPOClipTerm, ValueTerm
+from robopolicy.policy import Policy
+from robopolicy.types import Obs, Rollout
+
+
+@dataclass
+class PPOConfig:
+    name: str = "ppo"
+    """Algorithm name (the algo= config group option)."""
+    n_steps: int = 2048
+    """Policy steps per env in one rollout (T)."""
+    batch_size: int = 64
+    """Minibatch size (transitions)."""
+    n_epochs: int = 10
+    """Passes over each rollout."""
+    learning_rate: float = 3e-4
+    """Adam step size of the actor (and of the critic unless critic_learning_rate is set)."""
+    critic_learning_rate: float | None = None
+    """Separate critic step size; None: same as learning_rate."""
+    anneal_lr: bool = False
+    """Linearly decay learning rates to 0 over the run."""
+    gamma: float = 0.99
+    """Discount per env step (a chunk of n steps is discounted by gamma ** n)."""
+    gae_lambda: float = 0.95
+    """GAE trade-off between bias (0) and variance (1)."""
+    clip_coef: float = 0.2
+    """PPO ratio clip epsilon."""
+    clip_vf: float | None = None
+    """Value clipping around the old value; None: unclipped."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop the update's epochs once approx KL > 1.5 * target_kl; None: never."""
+    normalize_advantage: bool = True
+    """Normalize advantages within each minibatch."""
+    normalize_reward: bool = True
+    """Scale rewards by the running std of the discounted return."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+
+
+def flatten_time(x: Tensor) -> Tensor:
+    """(T, B, ...) -> (T*B, ...)."""
+    return x.reshape(-1, *x.shape[2:])
+
+
+def flatten_obs(obs: Obs) -> Obs:
+    return {k: flatten_time(v) for k, v in obs.items()}
+
+
+class PPO:
+    def __init__(self, policy: Policy, critic: ValueCritic, config: PPOConfig, num_envs: int, total_steps: int = 0):
+        self.policy, self.critic, self.config = policy, critic, config
+        self.total_steps = total_steps
+        critic_lr = config.critic_learning_rate or config.learning_rate
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(policy.parameters()), "lr": config.learning_rate, "base_lr": config.learning_rate},
+                {"params": list(critic.parameters()), "lr": critic_lr, "base_lr": critic_lr},
+            ],
+            eps=config.adam_eps,
+        )
+        self.objective = Objective(
+            {
+                "pg": (PPOClipTerm(config.clip_coef, config.normalize_advantage), 1.0),
+                "entropy": (EntropyTerm(), config.ent_coef),
+                "value": (ValueTerm(config.clip_vf), config.vf_coef),
+            }
+        )
+        self.return_normalizer = ReturnNormalizer(num_envs, config.gamma) if config.normalize_reward else None
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def prepare(self, rollout: Rollout) -> MiniBatch:
+        """Values, GAE and flattening: the whole rollout as one (T*B) batch."""
+        cfg = self.config
+        T, B = rollout.num_steps, rollout.num_envs
+        norm = self.policy.normalizer
+        value = self.critic(norm(flatten_obs(rollout.obs))).view(T, B)
+        # V of the state each step reached: obs[t+1] inside an episode, the pre-reset obs at its end.
+        next_value = self.critic(norm(flatten_obs(rollout.final_obs))).view(T, B)
+        rollout.value, rollout.next_value = value, next_value
+        reward = rollout.reward
+        if self.return_normalizer is not None:
+            reward = self.return_normalizer(reward, rollout.done)
+        gamma = cfg.gamma ** rollout.chunk_steps.to(value.dtype)
+        adv, returns = gae(reward, value, next_value, rollout.terminated, rollout.done, gamma, cfg.gae_lambda)
+        return MiniBatch(
+            obs=flatten_obs(rollout.obs),
+            trace=flatten_time(rollout.trace),
+            logp=flatten_time(rollout.logp),
+            advantages=flatten_time(adv),
+            returns=flatten_time(returns),
+            value=flatten_time(value),
+        )
+
+    def _set_lr(self, progress: float) -> None:
+        frac = max(0.0, 1.0 - progress) if self.config.anneal_lr else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * frac
+
+    def update(self, rollout: Rollout, progress: float = 0.0) -> dict[str, float]:
+        """One PPO update on a rollout; ``progress`` in [0, 1] drives LR annealing."""
+        cfg = self.config
+        batch = self.prepare(rollout)
+        self._set_lr(progress)
+        n = batch.advantages.shape[0]
+        sums: dict[str, float] = {}
+        count, stopped_early = 0, False
+        for _ in range(cfg.n_epochs):
+            perm = torch.randperm(n)
+            for start in range(0, n, cfg.batch_size):
+                idx = perm[start : start + cfg.batch_size]
+                mb = _index(batch, idx)
+                loss, metrics = self.objective(ForwardCache(self.policy, self.critic, mb))
+                if cfg.target_kl is not None and metrics["pg/approx_kl"] > 1.5 * cfg.target_kl:
+                    stopped_early = True
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                metrics["grad_norm"] = float(grad_norm)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            if stopped_early:
+                break
+        self.num_updates += 1
+        out = {k: v / max(count, 1) for k, v in sums.items()}
+        out.update(
+            {
+                "ppo/minibatches": float(count),
+                "ppo/early_stop": float(stopped_early),
+                "ppo/lr": self.optimizer.param_groups[0]["lr"],
+                "ppo/log_std_mean": _mean_log_std(self.policy),
+            }
+        )
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates}
+        if self.return_normalizer is not None:
+            state["return_normalizer"] = self.return_normalizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
+        if self.return_normalizer is not None and "return_normalizer" in state:
+            self.return_normalizer.load_state_dict(state["return_normalizer"])
+
+
+def _index(batch: MiniBatch, idx: Tensor) -> MiniBatch:
+    return MiniBatch(
+        obs={k: v[idx] for k, v in batch.obs.items()},
+        trace=batch.trace[idx],
+        logp=batch.logp[idx],
+        advantages=batch.advantages[idx],
+        returns=batch.returns[idx],
+        value=batch.value[idx],
+    )
+
+
+def _mean_log_std(policy: Policy) -> float:
+    log_std = getattr(policy.head, "log_std", None)
+    return float(log_std.detach().mean()) if isinstance(log_std, Tensor) else float("nan")

@@ -1,0 +1,150 @@
+"""`robopolicy` command line: train, eval, quickstart.
+
+    robopolicy train env=hopper policy=gaussian algo=ppo algo.learning_rate=1e-4
+    robopolicy eval ckpt=runs/<name> episodes=20
+    robopolicy quickstart
+
+Arguments after the command are Hydra overrides of configs/train.yaml (or eval.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+USAGE = """usage: robopolicy <command> [key=value ...]
+
+commands:
+  train       train a policy (Hydra overrides of configs/train.yaml, e.g. env=hopper algo.n_steps=512)
+  eval        evaluate a checkpoint: ckpt=<run|checkpoint|policy folder> [episodes=N] [video=true]
+  quickstart  train PPO on InvertedDoublePendulum-v5 and evaluate it with a video
+"""
+
+console = Console(stderr=True)
+
+
+def config_dir() -> Path:
+    """configs/ beside the package (editable install) unless ROBOPOLICY_CONFIG_DIR says otherwise."""
+    path = Path(os.environ.get("ROBOPOLICY_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+    if not path.is_dir():
+        raise FileNotFoundError(f"config folder not found: {path} (set ROBOPOLICY_CONFIG_DIR)")
+    return path
+
+
+def compose(config_name: str, overrides: list[str]):
+    """Compose a Hydra config with overrides; config errors become ConfigError naming the key."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from robopolicy.config import register_configs
+    from robopolicy.train_run import ConfigError
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(str(err).strip()) from err
+
+
+def cmd_train(overrides: list[str]) -> int:
+    from robopolicy.train_run import run_training
+
+    cfg = compose("train", overrides)
+    result = run_training(cfg, show_progress=True)
+    _report(result)
+    return 0
+
+
+def cmd_eval(overrides: list[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from robopolicy.checkpoint import load_policy, load_run_config, resolve_checkpoint
+    from robopolicy.evaluate import evaluate
+    from robopolicy.train_run import ConfigError
+
+    cfg = compose("eval", overrides)
+    ckpt = resolve_checkpoint(cfg.ckpt)
+    policy = load_policy(ckpt)
+    env_cfg = cfg.env
+    if env_cfg is None:
+        run_cfg = load_run_config(ckpt)
+        if run_cfg is None:
+            raise ConfigError(f"env: {ckpt} carries no run config; pass env.id=... (and env._target_) explicitly")
+        env_cfg = run_cfg.env
+    video = ckpt / "videos" / "eval.mp4" if cfg.video else None
+    result = evaluate(policy, env_cfg, episodes=int(cfg.episodes), deterministic=bool(cfg.deterministic),
+                      seed=int(cfg.seed), video_path=video)
+    summary = result.summary() | {"checkpoint": str(ckpt), "env": OmegaConf.select(env_cfg, "id")}
+    _print_eval(summary)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_quickstart(overrides: list[str]) -> int:
+    from robopolicy.train_run import run_training
+
+    cfg = compose("train", ["experiment=quickstart", *overrides])
+    console.print(f"[bold]quickstart[/]: PPO on {cfg.env.id}, {cfg.total_steps:,} env steps, seed {cfg.seed}")
+    result = run_training(cfg, show_progress=True)
+    _report(result)
+    return 0
+
+
+def _print_eval(s: dict) -> None:
+    line = f"return {s['return_mean']:.1f} ± {s['return_ci95']:.1f} (95% CI, {s['episodes']} episodes)"
+    if "success_rate" in s:
+        line += f", success {100 * s['success_rate']:.0f}% ± {100 * s['success_ci95']:.0f}%"
+    console.print(f"[bold green]eval[/]: {line}")
+    if "video" in s:
+        console.print(f"video: {s['video']}")
+
+
+def _report(result) -> None:
+    console.print(f"[bold]run folder[/]: {result.run_dir}")
+    console.print(f"  config      {result.run_dir / 'config.yaml'}")
+    console.print(f"  metrics     {result.run_dir / 'metrics.jsonl'}")
+    console.print(f"  checkpoint  {result.checkpoint}")
+    if result.plot:
+        console.print(f"  plot        {result.plot}")
+    if result.eval_summary:
+        _print_eval(result.eval_summary)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "quickstart": cmd_quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        console.print(f"[red]error[/]: unknown command {command!r}\n{USAGE}")
+        return 2
+    from robopolicy.train_run import ConfigError
+
+    try:
+        return COMMANDS[command](overrides)
+    except ConfigError as err:
+        console.print(f"[red]config error[/]: {err}")
+        return 2
+    except FileNotFoundError as err:
+        console.print(f"[red]error[/]: {err}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Typed config schemas registered in Hydra's ConfigStore.
+
+The YAML files under ``configs/`` compose them (``env=``, ``policy=``, ``algo=``,
+``experiment=``); OmegaConf checks every key and type against these dataclasses, so a
+typo stops the run with the key's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from robopolicy.algorithms.ppo import PPOConfig
+from robopolicy.critic import CriticConfig
+from robopolicy.policy import PolicyConfig
+
+
+@dataclass
+class EnvConfig:
+    _target_: str = "envs.gym_vec.make_gym_vec_env"
+    """Factory that returns a BatchedEnv (the env backend swaps here: gymnasium, Isaac Lab...)."""
+    id: str = MISSING
+    """Environment id, e.g. Hopper-v5."""
+    num_envs: int = 1
+    """Parallel envs (B)."""
+    vectorization: str = "sync"
+    """sync (one process) or async (one process per env)."""
+    chunk: int = 1
+    """Action chunk length H executed per policy step."""
+    max_episode_steps: int | None = None
+    """Override the env's time limit; None keeps the registered one."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for gymnasium.make."""
+    seed: int = 0
+    """Env seed (the run's seed is added to it)."""
+    render_mode: str | None = None
+    """None for training; rgb_array for videos."""
+
+
+@dataclass
+class TrainConfig:
+    name: str | None = None
+    """Run name: the folder runs/<name>/; None: <env id>-<algo>-<time>."""
+    seed: int = 0
+    """Seed of torch, numpy and the envs."""
+    total_steps: int = 1_000_000
+    """Env steps to train for."""
+    device: str = "cpu"
+    """Torch device of the learner."""
+    torch_threads: int = 1
+    """torch.set_num_threads: 1 is fastest for small MLPs on CPU."""
+    logger: str = "wandb"
+    """wandb (offline unless WANDB_MODE says otherwise) or none."""
+    runs_dir: str = "runs"
+    """Parent folder of run folders."""
+    checkpoint_every: int = 100_000
+    """Env steps between checkpoints (a final one is always written)."""
+    eval_episodes: int = 10
+    """Deterministic evaluation episodes at the end of training (0: skip)."""
+    video: bool = False
+    """Write an mp4 of one evaluation episode at the end."""
+    resume: str | None = None
+    """A run folder or checkpoint folder to continue from."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    algo: Any = MISSING
+
+
+@dataclass
+class EvalConfig:
+    ckpt: str = MISSING
+    """A run folder, checkpoint folder or policy folder."""
+    episodes: int = 10
+    """Evaluation episodes."""
+    deterministic: bool = True
+    """Use the policy's mean / mode instead of sampling."""
+    video: bool = True
+    """Write an mp4 of the first episode next to the checkpoint."""
+    seed: int = 12345
+    """Env seed for evaluation (distinct from training seeds)."""
+    env: Any = None
+    """Env override; None: the env the checkpoint was trained on."""
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(group="algo", name="ppo_schema", node=PPOConfig)
+    cs.store(group="env", name="env_schema", node=EnvConfig)

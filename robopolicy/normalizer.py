@@ -1,0 +1,92 @@
+"""Running observation statistics that live inside the policy (saved with its weights).
+
+Batched Welford / Chan update: for a batch with mean m_b, var v_b, count n_b,
+    delta = m_b - m,  n' = n + n_b,  m' = m + delta * n_b / n',
+    M2' = v n + v_b n_b + delta^2 n n_b / n',  v' = M2' / n'.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robopolicy.types import Obs
+
+
+class RunningMeanStd(nn.Module):
+    """Mean / variance of a (N, D) stream; buffers so they travel in the state dict."""
+
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.tensor(1e-4))
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        x = x.reshape(-1, self.mean.shape[0]).to(self.mean)
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        m_b, v_b = x.mean(0), x.var(0, unbiased=False)
+        delta, n = m_b - self.mean, self.count
+        total = n + n_b
+        self.mean += delta * n_b / total
+        self.var.copy_((self.var * n + v_b * n_b + delta.square() * n * n_b / total) / total)
+        self.count.fill_(total)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+
+
+class ObsNormalizer(nn.Module):
+    """Normalizes the float vector keys of an observation dict; other keys pass through."""
+
+    def __init__(self, dims: dict[str, int], enabled: bool = True, clip: float = 10.0):
+        super().__init__()
+        self.enabled = enabled
+        # nn.ModuleDict keys cannot hold dots; keep a mapping to LeRobot key names.
+        self._names = {key: key.replace(".", "__") for key in dims}
+        self.stats = nn.ModuleDict({self._names[k]: RunningMeanStd(d, clip) for k, d in dims.items()})
+
+    def update(self, obs: Obs) -> None:
+        if not self.enabled:
+            return
+        for key, name in self._names.items():
+            if key in obs:
+                self.stats[name].update(obs[key])
+
+    def forward(self, obs: Obs) -> Obs:
+        if not self.enabled:
+            return obs
+        out = dict(obs)
+        for key, name in self._names.items():
+            if key in obs:
+                out[key] = self.stats[name](obs[key])
+        return out
+
+
+class ReturnNormalizer(nn.Module):
+    """Scales rewards by the running std of the discounted return (as SB3's VecNormalize):
+        G_t = gamma * G_{t-1} * (1 - done_{t-1}) + r_t,   r'_t = clip(r_t / std(G), -c, c).
+    Lives in the algorithm, not the env, so the env always reports true rewards."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.rms = RunningMeanStd(1)
+        self.register_buffer("running_return", torch.zeros(num_envs))
+
+    @torch.no_grad()
+    def forward(self, reward: Tensor, done: Tensor) -> Tensor:
+        """reward, done (T, B) -> scaled reward (T, B); updates the statistics."""
+        returns = torch.empty_like(reward)
+        g = self.running_return
+        for t in range(reward.shape[0]):
+            g = self.gamma * g + reward[t]
+            returns[t] = g
+            g = g * (~done[t]).to(g.dtype)
+        self.running_return.copy_(g)
+        self.rms.update(returns.reshape(-1, 1))
+        return (reward / torch.sqrt(self.rms.var + self.eps)).clamp(-self.clip, self.clip)

@@ -1,0 +1,98 @@
+"""The shared objective: a weighted sum of small terms evaluated on one minibatch.
+
+A ``MiniBatch`` is a flat (N, ...) view of a rollout plus what the algorithm computed
+(advantages, returns, old log-probs). ``ForwardCache`` runs each network at most once per
+minibatch, so terms that need the same features or log-probs share the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from robopolicy.critic import ValueCritic
+from robopolicy.policy import Policy
+from robopolicy.types import Obs
+
+
+@dataclass
+class MiniBatch:
+    obs: Obs            # (N, ...)
+    trace: Tensor       # (N, ...)
+    logp: Tensor        # (N, S) behaviour log-probs
+    advantages: Tensor  # (N,)
+    returns: Tensor     # (N,)
+    value: Tensor       # (N,) critic value at collection
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class ForwardCache:
+    """Lazily computed network outputs for one minibatch (each computed once)."""
+
+    def __init__(self, policy: Policy, critic: ValueCritic | None, mb: MiniBatch):
+        self.policy, self.critic, self.mb = policy, critic, mb
+        self._cache: dict[str, Tensor] = {}
+
+    def _get(self, key: str, fn) -> Tensor:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    @property
+    def norm_obs(self) -> Obs:
+        if "norm_obs" not in self._cache:
+            self._cache["norm_obs"] = self.policy.normalizer(self.mb.obs)  # type: ignore[assignment]
+        return self._cache["norm_obs"]  # type: ignore[return-value]
+
+    @property
+    def feat(self) -> Tensor:
+        return self._get("feat", lambda: self.policy.encoder(self.norm_obs))
+
+    @property
+    def logp(self) -> Tensor:
+        """(N, S) log-prob of the stored traces under the current policy."""
+        return self._get("logp", lambda: self.policy.head.log_prob(self.feat, self.mb.trace))
+
+    @property
+    def entropy(self) -> Tensor:
+        return self._get("entropy", lambda: self.policy.head.entropy(self.feat, self.mb.trace))
+
+    @property
+    def value(self) -> Tensor:
+        if self.critic is None:
+            raise RuntimeError("this objective has a value term but no critic was given")
+        return self._get("value", lambda: self.critic(self.norm_obs))
+
+
+class ObjectiveTerm(nn.Module):
+    """One term of the loss. ``forward`` returns (scalar loss, metrics)."""
+
+    name: str = "term"
+
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Objective(nn.Module):
+    """sum_i w_i * term_i(minibatch); terms with weight 0 are skipped."""
+
+    def __init__(self, terms: dict[str, tuple[ObjectiveTerm, float]]):
+        super().__init__()
+        self.terms = nn.ModuleDict({name: term for name, (term, _) in terms.items()})
+        self.weights = {name: float(w) for name, (_, w) in terms.items()}
+
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+        total: Tensor | None = None
+        metrics: dict[str, float] = {}
+        for name, term in self.terms.items():
+            w = self.weights[name]
+            if w == 0.0:
+                continue
+            loss, m = term(cache)
+            total = w * loss if total is None else total + w * loss
+            metrics[f"loss/{name}"] = float(loss.detach())
+            metrics.update({f"{name}/{k}": v for k, v in m.items()})
+        if total is None:
+            raise ValueError("objective has no term with a non-zero weight")
+        return total, metrics

@@ -1,0 +1,50 @@
+"""`pg`: PPO clipped surrogate per inner decision, and the entropy bonus.
+
+    r_{n,s} = exp(log pi(d_{n,s}) - log pi_old(d_{n,s}))           ratio per decision s
+    L       = -mean_{n,s} min(r A_n, clip(r, 1 - eps, 1 + eps) A_n)
+A policy step's advantage A_n is shared by all its S decisions (denoising steps, tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from robopolicy.objective.base import ForwardCache, ObjectiveTerm
+
+
+class PPOClipTerm(ObjectiveTerm):
+    name = "pg"
+
+    def __init__(self, clip_coef: float = 0.2, normalize_advantage: bool = True):
+        super().__init__()
+        self.clip_coef, self.normalize_advantage = clip_coef, normalize_advantage
+
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+        mb = cache.mb
+        adv = mb.advantages
+        if self.normalize_advantage and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        log_ratio = cache.logp - mb.logp                    # (N, S)
+        ratio = log_ratio.exp()
+        adv = adv.unsqueeze(-1)                              # (N, 1) broadcast over S
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef) * adv)
+        with torch.no_grad():
+            # k3 estimator of KL(old || new): E[(r - 1) - log r], low variance, always >= 0.
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clip_frac = ((ratio - 1).abs() > self.clip_coef).float().mean()
+        return -surrogate.mean(), {
+            "approx_kl": float(approx_kl),
+            "clip_frac": float(clip_frac),
+            "ratio_mean": float(ratio.detach().mean()),
+        }
+
+
+class EntropyTerm(ObjectiveTerm):
+    """-H(pi): minimizing it with a positive weight (ent_coef) rewards exploration."""
+
+    name = "entropy"
+
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+        ent = cache.entropy.sum(-1).mean()
+        return -ent, {"entropy": float(ent.detach())}

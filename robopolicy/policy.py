@@ -1,0 +1,156 @@
+"""Policy = ObsNormalizer + ObsEncoder + ActionHead, saved as a directory.
+
+    obs dict (B, ...) --normalize--> --encode--> feat (B, F) --head--> chunk (B, H, A) in [-1, 1]
+                                                                 --scale--> env units
+
+A saved policy is ``config.json`` + ``model.safetensors`` (normalizer stats included), loaded
+back with ``Policy.from_pretrained(path)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from robopolicy.encoders import EncoderConfig, StateEncoder
+from robopolicy.heads import ActionHead, build_head
+from robopolicy.normalizer import ObsNormalizer
+from robopolicy.types import OBS_STATE, ActionSample, Obs
+
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PolicyConfig:
+    head: str = "gaussian"
+    """Registered head name (robopolicy.heads.HEADS)."""
+    head_options: dict[str, Any] = field(default_factory=dict)
+    """Fields of the head's config dataclass, e.g. log_std_init for gaussian."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """State encoder MLP."""
+    normalize_obs: bool = True
+    """Keep running mean/std of observation.state inside the policy."""
+    state_dim: int = 0
+    """D; filled from the env when the policy is built."""
+    action_dim: int = 0
+    """A; filled from the env."""
+    chunk: int = 1
+    """H; filled from the env."""
+    action_low: list[float] = field(default_factory=list)
+    """Env action lower bounds (A,), for mapping [-1, 1] to env units; empty: identity."""
+    action_high: list[float] = field(default_factory=list)
+    """Env action upper bounds (A,)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        data = dict(data)
+        data.pop("format_version", None)
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(f"policy config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        enc = data.get("encoder", {})
+        data["encoder"] = enc if isinstance(enc, EncoderConfig) else EncoderConfig(**enc)
+        return cls(**data)
+
+
+class ActionScaler(nn.Module):
+    """Affine map between normalized actions in [-1, 1] and env units, per dimension.
+    Unbounded dimensions (inf limits) pass through unchanged."""
+
+    def __init__(self, low: list[float], high: list[float], action_dim: int):
+        super().__init__()
+        lo = torch.tensor(low, dtype=torch.float32) if low else torch.full((action_dim,), -float("inf"))
+        hi = torch.tensor(high, dtype=torch.float32) if high else torch.full((action_dim,), float("inf"))
+        bounded = torch.isfinite(lo) & torch.isfinite(hi)
+        self.register_buffer("center", torch.where(bounded, (hi + lo) / 2, torch.zeros_like(lo)))
+        self.register_buffer("half_range", torch.where(bounded, (hi - lo) / 2, torch.ones_like(lo)))
+
+    def to_env(self, a: Tensor) -> Tensor:
+        return self.center + self.half_range * a
+
+    def from_env(self, a: Tensor) -> Tensor:
+        return (a - self.center) / self.half_range
+
+
+class Policy(nn.Module):
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        if config.state_dim <= 0 or config.action_dim <= 0 or config.chunk <= 0:
+            raise ValueError(
+                f"policy config needs positive state_dim/action_dim/chunk, got "
+                f"{config.state_dim}/{config.action_dim}/{config.chunk}"
+            )
+        self.config = config
+        self.normalizer = ObsNormalizer({OBS_STATE: config.state_dim}, enabled=config.normalize_obs)
+        self.encoder = StateEncoder(config.state_dim, config.encoder)
+        self.head: ActionHead = build_head(
+            config.head, self.encoder.out_dim, config.action_dim, config.chunk, dict(config.head_options)
+        )
+        self.scaler = ActionScaler(config.action_low, config.action_high, config.action_dim)
+
+    # --- acting ---------------------------------------------------------------------------
+    def features(self, obs: Obs) -> Tensor:
+        """(B, F) features of a raw observation dict."""
+        return self.encoder(self.normalizer(obs))
+
+    def act(self, obs: Obs, deterministic: bool = False) -> ActionSample:
+        """Sample a chunk; ``actions`` (B, H, A) in env units, ``trace`` and ``logp`` (B, S)."""
+        sample = self.head.sample(self.features(obs), deterministic=deterministic)
+        sample.actions = self.scaler.to_env(sample.actions)
+        return sample
+
+    def log_prob(self, obs: Obs, trace: Tensor) -> Tensor:
+        """Differentiable (B, S) log-prob of stored traces."""
+        return self.head.log_prob(self.features(obs), trace)
+
+    @property
+    def num_decisions(self) -> int:
+        return self.head.num_decisions
+
+    # --- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = asdict(self.config) | {"format_version": FORMAT_VERSION}
+        (path / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(path / WEIGHTS_NAME))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"policy checkpoint not found: {path} (expected a directory with {CONFIG_NAME})")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"policy checkpoint {path} is missing {name}")
+        raw = json.loads((path / CONFIG_NAME).read_text())
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path / CONFIG_NAME}: format_version {version!r}, this robopolicy reads {FORMAT_VERSION}")
+        policy = cls(PolicyConfig.from_dict(raw))
+        load_state_checked(policy, load_file(str(path / WEIGHTS_NAME)), path / WEIGHTS_NAME)
+        return policy.to(device)
+
+
+def load_state_checked(module: nn.Module, state: dict[str, Tensor], source: Path) -> None:
+    """load_state_dict with errors that name the file, key and shapes, and a NaN/Inf check."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{source}: {key} contains NaN or Inf")
+    module.load_state_dict(state)

@@ -1,0 +1,83 @@
+"""Everything a run writes under runs/<name>/: metrics.jsonl, wandb (offline), the plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+PLOT_KEYS = ("episode/return", "episode/success", "eval/return", "eval/success")
+
+
+class RunLogger:
+    """Appends one JSON object per iteration to metrics.jsonl and mirrors it to wandb."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], backend: str = "wandb", resume: bool = False):
+        if backend not in ("wandb", "none"):
+            raise ValueError(f"logger must be 'wandb' or 'none', got {backend!r}")
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self._file = self.metrics_path.open("a" if resume else "w")
+        self._wandb = None
+        if backend == "wandb":
+            import wandb  # heavy import: only when asked for
+
+            os.environ.setdefault("WANDB_MODE", "offline")
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self._wandb = wandb.init(
+                project="robopolicy", name=run_dir.name, dir=str(run_dir), config=config,
+                id=run_dir.name.replace("/", "-"), resume="allow",
+            )
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **{k: _json_float(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _json_float(v: float) -> float | None:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> Path | None:
+    """PNG of return (and success, when reported) against env steps; None if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in PLOT_KEYS}
+    panels = [("return", ["episode/return", "eval/return"]), ("success", ["episode/success", "eval/success"])]
+    panels = [(name, keys) for name, keys in panels if any(series[k] for k in keys)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels):
+        for key in keys:
+            if series[key]:
+                xs, ys = zip(*series[key])
+                style = {"marker": "o", "linestyle": "--"} if key.startswith("eval") else {}
+                ax.plot(xs, ys, label=key, **style)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,123 @@
+"""Build a training run from a resolved config: env, policy, critic, algorithm, run folder."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from robopolicy.algorithms.ppo import PPO, PPOConfig
+from robopolicy.checkpoint import load_training_state, resolve_checkpoint
+from robopolicy.critic import CriticConfig, ValueCritic
+from robopolicy.evaluate import evaluate
+from robopolicy.policy import Policy, PolicyConfig
+from robopolicy.rollout import LocalRollouts
+from robopolicy.run_logger import RunLogger, plot_learning_curve
+from robopolicy.trainer import Trainer
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    checkpoint: Path
+    final_metrics: dict[str, float]
+    eval_summary: dict[str, Any] | None
+    plot: Path | None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
+    data = OmegaConf.to_container(cfg.policy, resolve=True)
+    data |= {
+        "state_dim": int(env.state_dim), "action_dim": int(env.action_dim), "chunk": int(env.chunk),
+        "action_low": env.action_low.tolist(), "action_high": env.action_high.tolist(),
+    }
+    return PolicyConfig.from_dict(data)  # type: ignore[arg-type]
+
+
+def _algo_config(cfg: DictConfig) -> PPOConfig:
+    data = OmegaConf.to_container(cfg.algo, resolve=True)
+    name = data.get("name")  # type: ignore[union-attr]
+    if name != "ppo":
+        raise ConfigError(f"algo.name: {name!r} is not available for `robopolicy train` yet; choose algo=ppo")
+    return PPOConfig(**data)  # type: ignore[arg-type]
+
+
+def _run_dir(cfg: DictConfig) -> tuple[Path, Path | None]:
+    """The run folder, and the checkpoint to resume from (None for a fresh run)."""
+    if cfg.resume:
+        ckpt = resolve_checkpoint(cfg.resume)
+        if not (ckpt / "train_state.pt").is_file():
+            raise ConfigError(f"resume: {ckpt} is not a training checkpoint (no train_state.pt)")
+        return ckpt.parent.parent, ckpt
+    name = cfg.name or f"{cfg.env.id}-{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.runs_dir) / name
+    if (run_dir / "checkpoints").exists():
+        raise ConfigError(f"name: run folder {run_dir} already has checkpoints; pass resume={run_dir} or a new name")
+    return run_dir, None
+
+
+def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
+    """Train as ``cfg`` says; write config, metrics, checkpoints and plot under runs/<name>/."""
+    torch.set_num_threads(int(cfg.torch_threads))
+    run_dir, resume_ckpt = _run_dir(cfg)
+    if resume_ckpt is not None:
+        # A resumed run continues with the config it was started with (total_steps may grow).
+        saved = OmegaConf.load(resume_ckpt / "run_config.yaml")
+        saved.total_steps, saved.resume = cfg.total_steps, cfg.resume
+        cfg = saved  # type: ignore[assignment]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.name = run_dir.name
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    seed_everything(int(cfg.seed))
+
+    env_cfg = OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)})
+    env = instantiate(env_cfg)
+    algo_cfg = _algo_config(cfg)
+    policy = Policy(policy_config_for(cfg, env)).to(cfg.device)
+    critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
+    algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps))
+    start_step = 0
+    if resume_ckpt is not None:
+        state = load_training_state(resume_ckpt, policy, critic)
+        algo.load_state_dict(state["algo"])
+        start_step = int(state["step"])
+    source = LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=int(env_cfg.seed) + start_step)
+    logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
+    trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=start_step)
+    if resume_ckpt is not None:
+        trainer.iteration, source.policy_version = int(state["iteration"]), int(state["policy_version"])
+    try:
+        final = trainer.train(int(cfg.total_steps), show_progress=show_progress)
+        has_ckpt = (run_dir / "checkpoints" / "LATEST").is_file()
+        ckpt = resolve_checkpoint(run_dir) if has_ckpt else trainer.save()
+        eval_summary = None
+        if int(cfg.eval_episodes) > 0:
+            video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
+            result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
+                              video_path=video)
+            eval_summary = result.summary()
+            logger.log(trainer.step, {"eval/return": eval_summary["return_mean"],
+                                      **({"eval/success": eval_summary["success_rate"]}
+                                         if "success_rate" in eval_summary else {})})
+    finally:
+        logger.close()
+        env.close()
+    plot = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)
+    return RunResult(run_dir, ckpt, final, eval_summary, plot)

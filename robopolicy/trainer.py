@@ -1,0 +1,96 @@
+"""The training loop: experience source -> algorithm update -> logs, checkpoints, plot.
+
+    for each iteration:
+        rollout = source.collect(policy)         (T, B, ...) from one policy version
+        metrics = algo.update(rollout)           the shared objective, minibatched
+        policy.normalizer.update(rollout.obs)    after the update, so the update saw the
+                                                 same statistics as the rollout did
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from robopolicy.checkpoint import save_checkpoint
+from robopolicy.critic import ValueCritic
+from robopolicy.policy import Policy
+from robopolicy.rollout import LocalRollouts, episode_summary
+from robopolicy.run_logger import RunLogger, plot_learning_curve
+from robopolicy.types import Rollout
+
+
+class Algorithm(Protocol):
+    def update(self, rollout: Rollout, progress: float = 0.0) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+class Trainer:
+    def __init__(
+        self,
+        policy: Policy,
+        critic: ValueCritic,
+        algo: Algorithm,
+        source: LocalRollouts,
+        run_dir: Path,
+        cfg: DictConfig,
+        logger: RunLogger,
+        start_step: int = 0,
+    ):
+        self.policy, self.critic, self.algo, self.source = policy, critic, algo, source
+        self.run_dir, self.cfg, self.logger = run_dir, cfg, logger
+        self.step = start_step
+        self.iteration = 0
+
+    def train(self, total_steps: int, show_progress: bool = True) -> dict[str, float]:
+        every = max(1, int(self.cfg.checkpoint_every))
+        next_ckpt = (self.step // every + 1) * every
+        last: dict[str, float] = {}
+        columns = (
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("return {task.fields[ret]}  {task.fields[sps]} steps/s"), TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, disable=not show_progress) as bar:
+            task = bar.add_task("train", total=total_steps, completed=self.step, ret="-", sps="-")
+            while self.step < total_steps:
+                t0 = time.perf_counter()
+                rollout = self.source.collect(self.policy)
+                t1 = time.perf_counter()
+                metrics = self.algo.update(rollout, progress=self.step / total_steps)
+                self.policy.normalizer.update(rollout.obs)
+                t2 = time.perf_counter()
+                steps = int(rollout.chunk_steps.sum())
+                self.step += steps
+                self.iteration += 1
+                self.source.policy_version += 1
+                metrics |= episode_summary(list(self.source.recent_episodes)[-20:])
+                metrics |= {
+                    "time/steps_per_s": steps / (t2 - t0),
+                    "time/collect_s": t1 - t0,
+                    "time/update_s": t2 - t1,
+                    "train/iteration": float(self.iteration),
+                }
+                self.logger.log(self.step, metrics)
+                last = metrics
+                ret = metrics.get("episode/return")
+                bar.update(
+                    task, completed=min(self.step, total_steps), sps=f"{metrics['time/steps_per_s']:.0f}",
+                    ret="-" if ret is None else f"{ret:.1f}",
+                )
+                if self.step >= next_ckpt or self.step >= total_steps:
+                    self.save()
+                    next_ckpt = (self.step // every + 1) * every
+        return last
+
+    def save(self) -> Path:
+        state = {"step": self.step, "iteration": self.iteration, "algo": self.algo.state_dict(),
+                 "policy_version": self.source.policy_version}
+        path = save_checkpoint(self.run_dir, self.step, self.policy, self.critic, state, self.cfg)
+        plot_learning_curve(self.run_dir / "metrics.jsonl", self.run_dir / "learning_curve.png", self.run_dir.name)
+        return path
