@@ -7,6 +7,7 @@ Batched Welford / Chan update: for a batch with mean m_b, var v_b, count n_b,
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -22,6 +23,8 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("count", torch.tensor(1e-4))
+        # 1 / sqrt(var + eps), refreshed on update: saves two ops on every forward.
+        self.register_buffer("inv_std", torch.ones(dim), persistent=False)
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
@@ -35,9 +38,17 @@ class RunningMeanStd(nn.Module):
         self.mean += delta * n_b / total
         self.var.copy_((self.var * n + v_b * n_b + delta.square() * n * n_b / total) / total)
         self.count.fill_(total)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.inv_std.copy_(torch.rsqrt(self.var + self.eps))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh()
 
     def forward(self, x: Tensor) -> Tensor:
-        return ((x - self.mean) / torch.sqrt(self.var + self.eps)).clamp(-self.clip, self.clip)
+        return ((x - self.mean) * self.inv_std).clamp_(-self.clip, self.clip)
 
 
 class ObsNormalizer(nn.Module):
@@ -81,12 +92,13 @@ class ReturnNormalizer(nn.Module):
     @torch.no_grad()
     def forward(self, reward: Tensor, done: Tensor) -> Tensor:
         """reward, done (T, B) -> scaled reward (T, B); updates the statistics."""
-        returns = torch.empty_like(reward)
-        g = self.running_return
-        for t in range(reward.shape[0]):
-            g = self.gamma * g + reward[t]
+        r, not_done = reward.cpu().numpy(), (~done).cpu().numpy()
+        returns = np.empty_like(r)
+        g = self.running_return.cpu().numpy()
+        for t in range(r.shape[0]):  # NumPy: cheap per-step ops on (B,) slices
+            g = self.gamma * g + r[t]
             returns[t] = g
-            g = g * (~done[t]).to(g.dtype)
-        self.running_return.copy_(g)
-        self.rms.update(returns.reshape(-1, 1))
+            g = g * not_done[t]
+        self.running_return.copy_(torch.from_numpy(g))
+        self.rms.update(torch.from_numpy(returns).reshape(-1, 1))
         return (reward / torch.sqrt(self.rms.var + self.eps)).clamp(-self.clip, self.clip)

@@ -72,9 +72,10 @@ class ActionScaler(nn.Module):
         bounded = torch.isfinite(lo) & torch.isfinite(hi)
         self.register_buffer("center", torch.where(bounded, (hi + lo) / 2, torch.zeros_like(lo)))
         self.register_buffer("half_range", torch.where(bounded, (hi - lo) / 2, torch.ones_like(lo)))
+        self.identity = bool((self.center == 0).all() and (self.half_range == 1).all())
 
     def to_env(self, a: Tensor) -> Tensor:
-        return self.center + self.half_range * a
+        return a if self.identity else torch.addcmul(self.center, self.half_range, a)
 
     def from_env(self, a: Tensor) -> Tensor:
         return (a - self.center) / self.half_range

@@ -73,8 +73,27 @@ def _run_dir(cfg: DictConfig) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
-def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
-    """Train as ``cfg`` says; write config, metrics, checkpoints and plot under runs/<name>/."""
+@dataclass
+class TrainingSession:
+    """Everything a run needs, built and ready: ``trainer.train(total)`` runs it."""
+
+    cfg: DictConfig
+    run_dir: Path
+    env: Any
+    policy: Policy
+    critic: ValueCritic
+    algo: PPO
+    source: LocalRollouts
+    logger: RunLogger
+    trainer: Trainer
+
+    def close(self) -> None:
+        self.logger.close()
+        self.env.close()
+
+
+def build_training(cfg: DictConfig) -> TrainingSession:
+    """Resolve the run folder (fresh or resumed), seed, and build env, policy, critic, algorithm."""
     torch.set_num_threads(int(cfg.torch_threads))
     run_dir, resume_ckpt = _run_dir(cfg)
     if resume_ckpt is not None:
@@ -93,16 +112,22 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     policy = Policy(policy_config_for(cfg, env)).to(cfg.device)
     critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
     algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps))
-    start_step = 0
+    state: dict[str, Any] = {"step": 0, "iteration": 0, "policy_version": 0}
     if resume_ckpt is not None:
         state = load_training_state(resume_ckpt, policy, critic)
         algo.load_state_dict(state["algo"])
-        start_step = int(state["step"])
-    source = LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=int(env_cfg.seed) + start_step)
+    source = LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=int(env_cfg.seed) + int(state["step"]))
+    source.policy_version = int(state["policy_version"])
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
-    trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=start_step)
-    if resume_ckpt is not None:
-        trainer.iteration, source.policy_version = int(state["iteration"]), int(state["policy_version"])
+    trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]))
+    trainer.iteration = int(state["iteration"])
+    return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)
+
+
+def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
+    """Train as ``cfg`` says; write config, metrics, checkpoints and plot under runs/<name>/."""
+    session = build_training(cfg)
+    cfg, run_dir, trainer = session.cfg, session.run_dir, session.trainer
     try:
         final = trainer.train(int(cfg.total_steps), show_progress=show_progress)
         has_ckpt = (run_dir / "checkpoints" / "LATEST").is_file()
@@ -110,14 +135,13 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
         eval_summary = None
         if int(cfg.eval_episodes) > 0:
             video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
-            result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
+            result = evaluate(session.policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
                               video_path=video)
             eval_summary = result.summary()
-            logger.log(trainer.step, {"eval/return": eval_summary["return_mean"],
-                                      **({"eval/success": eval_summary["success_rate"]}
-                                         if "success_rate" in eval_summary else {})})
+            session.logger.log(trainer.step, {"eval/return": eval_summary["return_mean"],
+                                              **({"eval/success": eval_summary["success_rate"]}
+                                                 if "success_rate" in eval_summary else {})})
     finally:
-        logger.close()
-        env.close()
+        session.close()
     plot = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)
     return RunResult(run_dir, ckpt, final, eval_summary, plot)

@@ -19,6 +19,7 @@ from robopolicy.advantages import gae
 from robopolicy.critic import ValueCritic
 from robopolicy.normalizer import ReturnNormalizer
 from robopolicy.objective import EntropyTerm, ForwardCache, MiniBatch, Objective, PPOClipTerm, ValueTerm
+from robopolicy.objective.value import explained_variance
 from robopolicy.policy import Policy
 from robopolicy.types import Obs, Rollout
 
@@ -83,6 +84,7 @@ class PPO:
                 {"params": list(critic.parameters()), "lr": critic_lr, "base_lr": critic_lr},
             ],
             eps=config.adam_eps,
+            fused=True,  # one kernel for all parameters: the per-tensor loop dominates small MLPs on CPU
         )
         self.objective = Objective(
             {
@@ -101,7 +103,10 @@ class PPO:
         cfg = self.config
         T, B = rollout.num_steps, rollout.num_envs
         norm = self.policy.normalizer
-        value = self.critic(norm(flatten_obs(rollout.obs))).view(T, B)
+        obs = flatten_obs(rollout.obs)
+        # Statistics are fixed during an update, so normalize once instead of per minibatch.
+        norm_obs = norm(obs)
+        value = self.critic(norm_obs).view(T, B)
         # V of the state each step reached: obs[t+1] inside an episode, the pre-reset obs at its end.
         next_value = self.critic(norm(flatten_obs(rollout.final_obs))).view(T, B)
         rollout.value, rollout.next_value = value, next_value
@@ -111,7 +116,8 @@ class PPO:
         gamma = cfg.gamma ** rollout.chunk_steps.to(value.dtype)
         adv, returns = gae(reward, value, next_value, rollout.terminated, rollout.done, gamma, cfg.gae_lambda)
         return MiniBatch(
-            obs=flatten_obs(rollout.obs),
+            obs=obs,
+            norm_obs=norm_obs,
             trace=flatten_time(rollout.trace),
             logp=flatten_time(rollout.logp),
             advantages=flatten_time(adv),
@@ -130,29 +136,28 @@ class PPO:
         batch = self.prepare(rollout)
         self._set_lr(progress)
         n = batch.advantages.shape[0]
-        sums: dict[str, float] = {}
-        count, stopped_early = 0, False
+        history: list[dict[str, Tensor]] = []
+        stopped_early = False
         for _ in range(cfg.n_epochs):
             perm = torch.randperm(n)
             for start in range(0, n, cfg.batch_size):
-                idx = perm[start : start + cfg.batch_size]
-                mb = _index(batch, idx)
+                mb = batch.index(perm[start : start + cfg.batch_size])
                 loss, metrics = self.objective(ForwardCache(self.policy, self.critic, mb))
-                if cfg.target_kl is not None and metrics["pg/approx_kl"] > 1.5 * cfg.target_kl:
+                if cfg.target_kl is not None and float(metrics["pg/approx_kl"]) > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                metrics["grad_norm"] = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
-                metrics["grad_norm"] = float(grad_norm)
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
+                history.append(metrics)
             if stopped_early:
                 break
+        count = len(history)
         self.num_updates += 1
-        out = {k: v / max(count, 1) for k, v in sums.items()}
+        out = {k: float(torch.stack([h[k] for h in history]).mean()) for k in (history[0] if history else {})}
+        with torch.no_grad():
+            out["value/explained_variance"] = explained_variance(self.critic(batch.norm_obs), batch.returns)
         out.update(
             {
                 "ppo/minibatches": float(count),
@@ -174,17 +179,6 @@ class PPO:
         self.num_updates = int(state["num_updates"])
         if self.return_normalizer is not None and "return_normalizer" in state:
             self.return_normalizer.load_state_dict(state["return_normalizer"])
-
-
-def _index(batch: MiniBatch, idx: Tensor) -> MiniBatch:
-    return MiniBatch(
-        obs={k: v[idx] for k, v in batch.obs.items()},
-        trace=batch.trace[idx],
-        logp=batch.logp[idx],
-        advantages=batch.advantages[idx],
-        returns=batch.returns[idx],
-        value=batch.value[idx],
-    )
 
 
 def _mean_log_std(policy: Policy) -> float:

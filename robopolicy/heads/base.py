@@ -48,6 +48,11 @@ class ActionHead(nn.Module, ABC):
         was sampled from the current policy); heads with a closed form override it."""
         return -self.log_prob(feat, trace)
 
+    def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
+        """Both at once; heads override it to share one pass of their network."""
+        logp = self.log_prob(feat, trace)
+        return logp, -logp
+
 
 def check_divergence_kind(kind: str) -> None:
     if kind not in DIVERGENCE_KINDS:

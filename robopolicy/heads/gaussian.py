@@ -97,17 +97,26 @@ class GaussianHead(ActionHead):
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
         mean, log_std = self.distribution(feat)
-        pre = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
-        return ActionSample(actions=self.squash(pre), trace=pre, logp=self._log_prob(pre, mean, log_std))
+        noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
+        pre = torch.addcmul(mean, log_std.exp(), noise)
+        # log N(pre; mean, std) = -noise^2 / 2 - log_std - log sqrt(2 pi): no division needed.
+        logp = (-0.5 * noise.square() - log_std).flatten(1).sum(-1, keepdim=True) - LOG_SQRT_2PI * noise[0].numel()
+        if self.config.squash == "tanh":
+            logp = logp - tanh_log_det(pre).flatten(1).sum(-1, keepdim=True)
+        return ActionSample(actions=self.squash(pre), trace=pre, logp=logp)
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         mean, log_std = self.distribution(feat)
         return self._log_prob(trace, mean, log_std)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
+        return self.log_prob_and_entropy(feat, trace)[1]
+
+    def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.distribution(feat)
         # Closed-form entropy of the pre-squash Gaussian: sum(log_std + 1/2 log(2 pi e)).
-        _, log_std = self.distribution(feat)
-        return (log_std + 0.5 + LOG_SQRT_2PI).flatten(1).sum(-1, keepdim=True)
+        entropy = (log_std + 0.5 + LOG_SQRT_2PI).flatten(1).sum(-1, keepdim=True)
+        return self._log_prob(trace, mean, log_std), entropy
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """Negative log-likelihood of target chunks (B, H, A) in [-1, 1]."""

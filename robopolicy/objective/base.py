@@ -24,7 +24,21 @@ class MiniBatch:
     advantages: Tensor  # (N,)
     returns: Tensor     # (N,)
     value: Tensor       # (N,) critic value at collection
+    norm_obs: Obs | None = None  # (N, ...) obs through the policy normalizer, when precomputed
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def index(self, idx: Tensor) -> MiniBatch:
+        """Rows ``idx`` of every field."""
+        return MiniBatch(
+            obs={k: v[idx] for k, v in self.obs.items()},
+            trace=self.trace[idx],
+            logp=self.logp[idx],
+            advantages=self.advantages[idx],
+            returns=self.returns[idx],
+            value=self.value[idx],
+            norm_obs=None if self.norm_obs is None else {k: v[idx] for k, v in self.norm_obs.items()},
+            extras={k: v[idx] for k, v in self.extras.items()},
+        )
 
 
 class ForwardCache:
@@ -41,6 +55,8 @@ class ForwardCache:
 
     @property
     def norm_obs(self) -> Obs:
+        if self.mb.norm_obs is not None:
+            return self.mb.norm_obs
         if "norm_obs" not in self._cache:
             self._cache["norm_obs"] = self.policy.normalizer(self.mb.obs)  # type: ignore[assignment]
         return self._cache["norm_obs"]  # type: ignore[return-value]
@@ -52,11 +68,17 @@ class ForwardCache:
     @property
     def logp(self) -> Tensor:
         """(N, S) log-prob of the stored traces under the current policy."""
-        return self._get("logp", lambda: self.policy.head.log_prob(self.feat, self.mb.trace))
+        if "logp" not in self._cache:
+            self._cache["logp"], self._cache["entropy"] = self.policy.head.log_prob_and_entropy(
+                self.feat, self.mb.trace
+            )
+        return self._cache["logp"]
 
     @property
     def entropy(self) -> Tensor:
-        return self._get("entropy", lambda: self.policy.head.entropy(self.feat, self.mb.trace))
+        """(N, S) entropy (estimate) of the current policy, computed with ``logp``."""
+        self.logp
+        return self._cache["entropy"]
 
     @property
     def value(self) -> Tensor:
@@ -66,11 +88,15 @@ class ForwardCache:
 
 
 class ObjectiveTerm(nn.Module):
-    """One term of the loss. ``forward`` returns (scalar loss, metrics)."""
+    """One term of the loss. ``forward`` returns (scalar loss, metrics).
+
+    Metrics are detached scalar tensors, not floats: converting costs a sync per value and
+    per minibatch, so the algorithm averages them once per update.
+    """
 
     name: str = "term"
 
-    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover - interface
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -82,16 +108,16 @@ class Objective(nn.Module):
         self.terms = nn.ModuleDict({name: term for name, (term, _) in terms.items()})
         self.weights = {name: float(w) for name, (_, w) in terms.items()}
 
-    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         total: Tensor | None = None
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Tensor] = {}
         for name, term in self.terms.items():
             w = self.weights[name]
             if w == 0.0:
                 continue
             loss, m = term(cache)
             total = w * loss if total is None else total + w * loss
-            metrics[f"loss/{name}"] = float(loss.detach())
+            metrics[f"loss/{name}"] = loss.detach()
             metrics.update({f"{name}/{k}": v for k, v in m.items()})
         if total is None:
             raise ValueError("objective has no term with a non-zero weight")

@@ -20,7 +20,7 @@ class PPOClipTerm(ObjectiveTerm):
         super().__init__()
         self.clip_coef, self.normalize_advantage = clip_coef, normalize_advantage
 
-    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         mb = cache.mb
         adv = mb.advantages
         if self.normalize_advantage and adv.numel() > 1:
@@ -33,11 +33,7 @@ class PPOClipTerm(ObjectiveTerm):
             # k3 estimator of KL(old || new): E[(r - 1) - log r], low variance, always >= 0.
             approx_kl = ((ratio - 1) - log_ratio).mean()
             clip_frac = ((ratio - 1).abs() > self.clip_coef).float().mean()
-        return -surrogate.mean(), {
-            "approx_kl": float(approx_kl),
-            "clip_frac": float(clip_frac),
-            "ratio_mean": float(ratio.detach().mean()),
-        }
+        return -surrogate.mean(), {"approx_kl": approx_kl, "clip_frac": clip_frac, "ratio_mean": ratio.detach().mean()}
 
 
 class EntropyTerm(ObjectiveTerm):
@@ -45,6 +41,6 @@ class EntropyTerm(ObjectiveTerm):
 
     name = "entropy"
 
-    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         ent = cache.entropy.sum(-1).mean()
-        return -ent, {"entropy": float(ent.detach())}
+        return -ent, {"entropy": ent.detach()}

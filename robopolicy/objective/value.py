@@ -18,13 +18,16 @@ class ValueTerm(ObjectiveTerm):
         super().__init__()
         self.clip_vf = clip_vf
 
-    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         mb, v = cache.mb, cache.value
         err = (v - mb.returns).square()
         if self.clip_vf is not None:
             v_clipped = mb.value + (v - mb.value).clamp(-self.clip_vf, self.clip_vf)
             err = torch.max(err, (v_clipped - mb.returns).square())
-        with torch.no_grad():
-            var_r = mb.returns.var()
-            explained = 1 - (mb.returns - v).var() / var_r if var_r > 0 else torch.tensor(float("nan"))
-        return err.mean(), {"explained_variance": float(explained)}
+        return err.mean(), {}
+
+
+def explained_variance(pred: Tensor, target: Tensor) -> float:
+    """1 - Var(target - pred) / Var(target): 1 is a perfect critic, 0 predicts the mean."""
+    var = target.var()
+    return float(1 - (target - pred).var() / var) if var > 0 else float("nan")

@@ -1,0 +1,156 @@
+"""PPO throughput and returns: robopolicy vs Stable-Baselines3 on Hopper-v5, same process.
+
+Both use the rl-baselines3-zoo Hopper hyperparameters (n_envs 1, n_steps 512, batch 32,
+5 epochs, pi/vf [256, 256] ReLU, log_std_init -2, obs + return normalization) and the same
+seeds and torch thread count; they run one after the other in this invocation.
+
+    python benchmarks/ppo_vs_sb3.py --quick     # < 1 minute: throughput only
+    python benchmarks/ppo_vs_sb3.py             # 100k steps each: throughput only
+    python benchmarks/ppo_vs_sb3.py --full      # 1M steps x 3 seeds each + evaluation return
+
+Prints (a) training throughput (env steps/s, updates included) of both and their ratio,
+(b) the raw simulation rate of the same env without learning and our throughput as a
+fraction of it, (c) with --full, mean evaluation return after training. The last line is
+one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENV_ID = "Hopper-v5"
+ZOO = dict(  # rl-baselines3-zoo hyperparams/ppo.yml, Hopper
+    n_steps=512, batch_size=32, gamma=0.999, learning_rate=9.80828e-05, ent_coef=0.00229519, clip_range=0.2,
+    n_epochs=5, gae_lambda=0.99, max_grad_norm=0.7, vf_coef=0.835671,
+)
+
+
+def raw_sim_rate(steps: int, seed: int = 0) -> float:
+    """gymnasium env.step with pre-drawn random actions and resets: the ceiling for any learner."""
+    import gymnasium as gym
+
+    env = gym.make(ENV_ID)
+    env.reset(seed=seed)
+    actions = np.random.default_rng(seed).uniform(-1, 1, (steps, *env.action_space.shape)).astype(np.float32)
+    t0 = time.perf_counter()
+    for a in actions:
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - t0)
+
+
+def run_ours(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
+    from robopolicy.cli import compose
+    from robopolicy.evaluate import evaluate
+    from robopolicy.train_run import build_training
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = compose("train", ["experiment=hopper_zoo", "logger=none", f"runs_dir={runs}", f"name=ours-{seed}",
+                                f"seed={seed}", f"total_steps={steps}", f"torch_threads={threads}",
+                                f"checkpoint_every={10 * steps}"])
+        session = build_training(cfg)
+        t0 = time.perf_counter()
+        session.trainer.train(steps, show_progress=False)
+        elapsed = time.perf_counter() - t0
+        out = {"steps_per_s": session.trainer.step / elapsed, "steps": session.trainer.step}
+        if eval_episodes:
+            res = evaluate(session.policy, cfg.env, episodes=eval_episodes, seed=10_000 + seed).summary()
+            out["eval_return"] = res["return_mean"]
+        session.close()
+    return out
+
+
+def run_sb3(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(threads)
+    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed), gamma=ZOO["gamma"])
+    model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **ZOO,
+                policy_kwargs=dict(log_std_init=-2, ortho_init=False, activation_fn=torch.nn.ReLU,
+                                   net_arch=dict(pi=[256, 256], vf=[256, 256])))
+    t0 = time.perf_counter()
+    model.learn(steps)
+    elapsed = time.perf_counter() - t0
+    out = {"steps_per_s": steps / elapsed, "steps": steps}
+    if eval_episodes:
+        eval_env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=10_000 + seed), training=False, norm_reward=False)
+        eval_env.obs_rms = env.obs_rms
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
+        out["eval_return"] = float(mean)
+    return out
+
+
+def _job(args: tuple) -> dict:
+    which, steps, seed, threads, eval_episodes = args
+    fn = run_ours if which == "ours" else run_sb3
+    return {"who": which, "seed": seed, **fn(steps, seed, threads, eval_episodes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="10k steps each, throughput only (< 1 min)")
+    mode.add_argument("--full", action="store_true", help="1M steps x 3 seeds each, with evaluation returns")
+    parser.add_argument("--steps", type=int, default=None, help="override the env steps per run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both learners")
+    parser.add_argument("--workers", type=int, default=1, help="--full: runs in parallel processes")
+    args = parser.parse_args()
+
+    steps = args.steps or (10_240 if args.quick else 1_000_000 if args.full else 100_352)
+    seeds = [0, 1, 2] if args.full else [0]
+    eval_episodes = 10 if args.full else 0
+    raw = raw_sim_rate(20_000 if args.quick else 100_000)
+    print(f"raw {ENV_ID} env.step: {raw:,.0f} steps/s")
+
+    jobs = [(who, steps, s, args.threads, eval_episodes) for s in seeds for who in ("ours", "sb3")]
+    if args.workers > 1:
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.map(_job, jobs)
+    else:
+        results = []
+        for job in jobs:
+            results.append(_job(job))
+            r = results[-1]
+            print(f"{r['who']:>4} seed {r['seed']}: {r['steps_per_s']:,.0f} steps/s"
+                  + (f", eval return {r['eval_return']:.0f}" if "eval_return" in r else ""), flush=True)
+
+    def mean(who: str, key: str) -> float:
+        return float(np.mean([r[key] for r in results if r["who"] == who]))
+
+    ours_sps, sb3_sps = mean("ours", "steps_per_s"), mean("sb3", "steps_per_s")
+    summary = {
+        "env": ENV_ID, "steps": steps, "seeds": seeds, "threads": args.threads,
+        "raw_sim_steps_per_s": round(raw), "ours_steps_per_s": round(ours_sps), "sb3_steps_per_s": round(sb3_sps),
+        "ratio": round(ours_sps / sb3_sps, 2), "ours_fraction_of_raw": round(ours_sps / raw, 3),
+    }
+    if eval_episodes:
+        summary |= {
+            "ours_eval_return": round(mean("ours", "eval_return"), 1),
+            "sb3_eval_return": round(mean("sb3", "eval_return"), 1),
+            "ours_eval_returns": [round(r["eval_return"], 1) for r in results if r["who"] == "ours"],
+            "sb3_eval_returns": [round(r["eval_return"], 1) for r in results if r["who"] == "sb3"],
+        }
+    print(f"throughput ratio ours/SB3: {summary['ratio']}x (goal >= 2.0); "
+          f"ours / raw simulation: {summary['ours_fraction_of_raw']} (goal >= 0.5)")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    main()
