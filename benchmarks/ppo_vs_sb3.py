@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 ENV_ID = "Hopper-v5"
-ZOO = dict(  # rl-baselines3-zoo hyperparams/ppo.yml, Hopper
-    n_steps=512, batch_size=32, gamma=0.999, learning_rate=9.80828e-05, ent_coef=0.00229519, clip_range=0.2,
-    n_epochs=5, gae_lambda=0.99, max_grad_norm=0.7, vf_coef=0.835671,
-)
+ZOO = {  # rl-baselines3-zoo hyperparams/ppo.yml, Hopper
+    "n_steps": 512, "batch_size": 32, "gamma": 0.999, "learning_rate": 9.80828e-05, "ent_coef": 0.00229519, "clip_range": 0.2,
+    "n_epochs": 5, "gae_lambda": 0.99, "max_grad_norm": 0.7, "vf_coef": 0.835671,
+}
 
 
 def raw_sim_rate(steps: int, seed: int = 0) -> float:
@@ -81,8 +81,8 @@ def run_sb3(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
     torch.set_num_threads(threads)
     env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed), gamma=ZOO["gamma"])
     model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **ZOO,
-                policy_kwargs=dict(log_std_init=-2, ortho_init=False, activation_fn=torch.nn.ReLU,
-                                   net_arch=dict(pi=[256, 256], vf=[256, 256])))
+                policy_kwargs={"log_std_init": -2, "ortho_init": False, "activation_fn": torch.nn.ReLU,
+                                   "net_arch": {"pi": [256, 256], "vf": [256, 256]}})
     t0 = time.perf_counter()
     model.learn(steps)
     elapsed = time.perf_counter() - t0

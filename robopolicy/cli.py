@@ -100,7 +100,8 @@ def cmd_quickstart(overrides: list[str]) -> int:
 
 
 def _print_eval(s: dict) -> None:
-    line = f"return {s['return_mean']:.1f} ± {s['return_ci95']:.1f} (95% CI, {s['episodes']} episodes)"
+    line = f"{s['policy']} policy: " if "policy" in s else ""
+    line += f"return {s['return_mean']:.1f} ± {s['return_ci95']:.1f} (95% CI, {s['episodes']} episodes)"
     if "success_rate" in s:
         line += f", success {100 * s['success_rate']:.0f}% ± {100 * s['success_ci95']:.0f}%"
     console.print(f"[bold green]eval[/]: {line}")

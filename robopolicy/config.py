@@ -60,6 +60,12 @@ class TrainConfig:
     """Env steps between checkpoints (a final one is always written)."""
     eval_episodes: int = 10
     """Deterministic evaluation episodes at the end of training (0: skip)."""
+    eval_every: int = 0
+    """Env steps between deterministic evaluations during training (0: only at the end)."""
+    keep_best: bool = True
+    """Save checkpoints/best/ whenever a periodic evaluation beats the previous best."""
+    stop_return: float | None = None
+    """Stop training once a periodic evaluation reaches this mean return (None: never)."""
     video: bool = False
     """Write an mp4 of one evaluation episode at the end."""
     resume: str | None = None

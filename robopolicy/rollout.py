@@ -10,6 +10,7 @@ from collections import deque
 from typing import Protocol
 
 import torch
+
 from robopolicy.policy import Policy
 from robopolicy.types import BatchedEnv, EpisodeStats, Obs, Rollout
 

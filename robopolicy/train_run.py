@@ -119,9 +119,28 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     source = LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=int(env_cfg.seed) + int(state["step"]))
     source.policy_version = int(state["policy_version"])
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
-    trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]))
+    trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
+                      evaluator=periodic_evaluator(cfg))
     trainer.iteration = int(state["iteration"])
+    trainer.best_return = float(state.get("best_return", -float("inf")))
     return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)
+
+
+def periodic_evaluator(cfg: DictConfig):
+    """Deterministic evaluation during training, on seeds apart from training and final eval."""
+    episodes = max(1, int(cfg.eval_episodes) // 2)
+    counter = {"n": 0}
+
+    def run(policy: Policy) -> dict[str, float]:
+        counter["n"] += 1
+        summary = evaluate(policy, cfg.env, episodes=episodes, seed=20_000 + 1000 * counter["n"]).summary()
+        policy.train()
+        out = {"eval/return": summary["return_mean"]}
+        if "success_rate" in summary:
+            out["eval/success"] = summary["success_rate"]
+        return out
+
+    return run
 
 
 def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
@@ -134,10 +153,16 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
         ckpt = resolve_checkpoint(run_dir) if has_ckpt else trainer.save()
         eval_summary = None
         if int(cfg.eval_episodes) > 0:
+            # The best periodic-eval policy when there is one (fresh seeds here), else the last.
+            best = run_dir / "checkpoints" / "best"
+            policy, which = session.policy, f"last (step {trainer.step})"
+            if cfg.keep_best and (best / "policy").is_dir():
+                policy = Policy.from_pretrained(best / "policy")
+                which = f"best (step {(best / 'step.txt').read_text().split()[0]})"
             video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
-            result = evaluate(session.policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
+            result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
                               video_path=video)
-            eval_summary = result.summary()
+            eval_summary = result.summary() | {"policy": which}
             session.logger.log(trainer.step, {"eval/return": eval_summary["return_mean"],
                                               **({"eval/success": eval_summary["success_rate"]}
                                                  if "success_rate" in eval_summary else {})})

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,15 +42,21 @@ class Trainer:
         cfg: DictConfig,
         logger: RunLogger,
         start_step: int = 0,
+        evaluator: Callable[[Policy], dict[str, float]] | None = None,
     ):
         self.policy, self.critic, self.algo, self.source = policy, critic, algo, source
         self.run_dir, self.cfg, self.logger = run_dir, cfg, logger
         self.step = start_step
         self.iteration = 0
+        self.evaluator = evaluator
+        self.best_return = -float("inf")
+        self.stopped_at_return = False
 
     def train(self, total_steps: int, show_progress: bool = True) -> dict[str, float]:
         every = max(1, int(self.cfg.checkpoint_every))
         next_ckpt = (self.step // every + 1) * every
+        eval_every = int(self.cfg.get("eval_every", 0) or 0)
+        next_eval = (self.step // eval_every + 1) * eval_every if eval_every > 0 else None
         last: dict[str, float] = {}
         columns = (
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -76,6 +83,10 @@ class Trainer:
                     "time/update_s": t2 - t1,
                     "train/iteration": float(self.iteration),
                 }
+                if next_eval is not None and self.evaluator is not None and self.step >= next_eval:
+                    metrics |= self.evaluator(self.policy)
+                    next_eval = (self.step // eval_every + 1) * eval_every
+                    self._after_eval(metrics["eval/return"])
                 self.logger.log(self.step, metrics)
                 last = metrics
                 ret = metrics.get("episode/return")
@@ -83,14 +94,26 @@ class Trainer:
                     task, completed=min(self.step, total_steps), sps=f"{metrics['time/steps_per_s']:.0f}",
                     ret="-" if ret is None else f"{ret:.1f}",
                 )
-                if self.step >= next_ckpt or self.step >= total_steps:
+                if self.step >= next_ckpt or self.step >= total_steps or self.stopped_at_return:
                     self.save()
                     next_ckpt = (self.step // every + 1) * every
+                if self.stopped_at_return:
+                    bar.console.print(f"stopping at step {self.step:,}: eval return {metrics['eval/return']:.1f} "
+                                      f">= stop_return {self.cfg.stop_return}")
+                    break
         return last
+
+    def _after_eval(self, eval_return: float) -> None:
+        if self.cfg.get("keep_best", False) and eval_return > self.best_return:
+            self.best_return = eval_return
+            self.policy.save_pretrained(self.run_dir / "checkpoints" / "best" / "policy")
+            (self.run_dir / "checkpoints" / "best" / "step.txt").write_text(f"{self.step} {eval_return}\n")
+        stop = self.cfg.get("stop_return")
+        self.stopped_at_return = stop is not None and eval_return >= float(stop)
 
     def save(self) -> Path:
         state = {"step": self.step, "iteration": self.iteration, "algo": self.algo.state_dict(),
-                 "policy_version": self.source.policy_version}
+                 "policy_version": self.source.policy_version, "best_return": self.best_return}
         path = save_checkpoint(self.run_dir, self.step, self.policy, self.critic, state, self.cfg)
         plot_learning_curve(self.run_dir / "metrics.jsonl", self.run_dir / "learning_curve.png", self.run_dir.name)
         return path

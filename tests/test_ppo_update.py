@@ -17,7 +17,7 @@ def synthetic_rollout(policy: Policy, T: int = 16, B: int = 4) -> Rollout:
     obs = {OBS_STATE: torch.randn(T, B, 3)}
     with torch.no_grad():
         s = policy.act({OBS_STATE: obs[OBS_STATE].reshape(T * B, 3)})
-    shape = lambda x: x.reshape(T, B, *x.shape[1:])  # noqa: E731
+    shape = lambda x: x.reshape(T, B, *x.shape[1:])
     zeros = torch.zeros(T, B, dtype=torch.bool)
     return Rollout(obs=obs, actions=shape(s.actions), trace=shape(s.trace), logp=shape(s.logp),
                    reward=torch.randn(T, B), terminated=zeros, truncated=zeros,
@@ -56,7 +56,7 @@ def test_clipped_surrogate_matches_hand_computation():
 
 
 def test_update_changes_weights_and_reports_metrics():
-    policy, critic, ppo = build()
+    policy, _critic, ppo = build()
     before = [p.detach().clone() for p in policy.parameters()]
     metrics = ppo.update(synthetic_rollout(policy))
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
@@ -65,6 +65,6 @@ def test_update_changes_weights_and_reports_metrics():
 
 
 def test_kl_early_stop_cuts_epochs():
-    policy, critic, ppo = build(target_kl=1e-9, learning_rate=1e-2)
+    policy, _critic, ppo = build(target_kl=1e-9, learning_rate=1e-2)
     metrics = ppo.update(synthetic_rollout(policy))
     assert metrics["ppo/early_stop"] == 1.0 and metrics["ppo/minibatches"] < 8

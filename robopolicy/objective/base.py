@@ -77,7 +77,7 @@ class ForwardCache:
     @property
     def entropy(self) -> Tensor:
         """(N, S) entropy (estimate) of the current policy, computed with ``logp``."""
-        self.logp
+        _ = self.logp  # computes both
         return self._cache["entropy"]
 
     @property

@@ -1,0 +1,390 @@
+"""Gymnasium vector envs (MuJoCo and any 1-D ``Box`` env) behind robopolicy's ``BatchedEnv``.
+
+``make_gym_vec_env`` is the Hydra ``_target_`` of ``configs/env/*.yaml``; its keyword arguments
+are the fields of robopolicy's ``EnvConfig``. It returns a ``TorchVecEnv``:
+
+    reset(seed)              -> {"observation.state": (B, D) float32}
+    step(actions (B, H, A))  -> StepResult: obs (B, D), reward (B,) float32, terminated (B,) bool,
+                                truncated (B,) bool, final_obs (B, D), chunk_steps (B,) int64, episodes
+
+Auto-reset follows gymnasium's SAME_STEP mode: where an episode ended, ``obs`` is already the
+first obs of the next episode and ``final_obs`` the last obs of the finished one (what GAE
+bootstraps from at a truncation).
+
+Speed: the sync path is on the hot path of single-env PPO, so it steps the sub-envs of the
+``SyncVectorEnv`` itself instead of calling ``SyncVectorEnv.step``; that skips gymnasium's
+per-key info batching (``_add_info``), action ``iterate`` and obs ``concatenate`` (~40 us per
+call, ~30% of a Hopper step on a 2-core box) and leaves room for the torch conversion. The
+semantics are those of SAME_STEP (a test checks sync == async step for step).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from functools import partial
+from typing import Any, Self
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.spaces import Box
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from envs.chunk import ActionChunk, chunk_space
+from robopolicy.types import OBS_STATE, EpisodeStats, Obs, StepResult
+
+# The only info keys the adapter reads; async workers drop the rest before pickling them.
+_INFO_KEYS = ("success", "chunk_steps")
+
+
+class _KeepInfo(gym.Wrapper):
+    """Keep only ``_INFO_KEYS`` in info. Async workers pickle every info key and the parent batches
+    each one (``_add_info``); MuJoCo's six reward-term keys cost ~12% of async Hopper throughput."""
+
+    def reset(self, **kwargs: Any):
+        obs, _ = self.env.reset(**kwargs)
+        return obs, {}
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {k: info[k] for k in _INFO_KEYS if k in info}
+
+
+def _make_one(
+    env_id: str,
+    chunk: int,
+    wrap_chunk: bool,
+    keep_info: bool,
+    max_episode_steps: int | None,
+    kwargs: dict[str, Any],
+    render_mode: str | None,
+) -> gym.Env:
+    """Build one sub-env. Module-level (not a lambda) so async workers can unpickle it."""
+    if render_mode is not None:  # gym.make forwards render_mode=None too, which envs without rendering reject
+        kwargs = {**kwargs, "render_mode": render_mode}
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    if wrap_chunk:
+        # Outside gym.make's TimeLimit, so a time limit inside a chunk ends the chunk.
+        env = ActionChunk(env, chunk)
+    if keep_info:
+        env = _KeepInfo(env)
+    return env
+
+
+def _check_env_id(env_id: str) -> None:
+    """Raise a ValueError naming ``env_id`` and the closest registered ids if it is unknown."""
+    name = env_id
+    if ":" in env_id:  # gymnasium's "module:EnvName-v0" form registers the id on import
+        module, name = env_id.split(":", 1)
+        importlib.import_module(module)
+    try:
+        gym.spec(name)
+    except gym.error.Error as e:
+        close = difflib.get_close_matches(name, list(gym.registry), n=5, cutoff=0.5)
+        hint = f"close ids: {', '.join(close)}" if close else "no close id is registered"
+        raise ValueError(f"env.id: unknown gymnasium env id {env_id!r} ({hint})") from e
+
+
+def make_gym_vec_env(
+    id: str,
+    num_envs: int = 1,
+    vectorization: str = "sync",
+    chunk: int = 1,
+    max_episode_steps: int | None = None,
+    kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+    render_mode: str | None = None,
+) -> TorchVecEnv:
+    """Build ``num_envs`` copies of gymnasium env ``id`` as a ``TorchVecEnv``.
+
+    id:                gymnasium id, e.g. "Hopper-v5" (``import envs`` registers robopolicy/* ids).
+    num_envs:          B, parallel envs.
+    vectorization:     "sync" (one process; best for cheap envs and B=1) or "async" (one process per env).
+    chunk:             H, env steps per policy step; actions are (B, H, A).
+    max_episode_steps: time limit in env steps (not policy steps); None keeps the registered one.
+    kwargs:            passed to ``gym.make``.
+    seed:              seed of the first ``reset()``; env i gets seed + i.
+    render_mode:       None or "rgb_array" (enables ``render()``).
+    """
+    if isinstance(kwargs, DictConfig):  # Hydra hands nested nodes over as DictConfig
+        kwargs = OmegaConf.to_container(kwargs, resolve=True)
+    kwargs = dict(kwargs or {})
+    num_envs, chunk = int(num_envs), int(chunk)
+    if num_envs < 1:
+        raise ValueError(f"env.num_envs must be >= 1, got {num_envs}")
+    if vectorization not in ("sync", "async"):
+        raise ValueError(f"env.vectorization must be 'sync' or 'async', got {vectorization!r}")
+    if chunk < 1:
+        raise ValueError(f"env.chunk must be >= 1, got {chunk}")
+    if max_episode_steps is not None and int(max_episode_steps) < 1:
+        raise ValueError(f"env.max_episode_steps must be None or >= 1, got {max_episode_steps}")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"env.render_mode must be null or 'rgb_array', got {render_mode!r}")
+    for key in ("max_episode_steps", "render_mode"):
+        if key in kwargs:
+            raise ValueError(f"env.kwargs.{key}: set env.{key} instead")
+    _check_env_id(id)
+
+    is_async = vectorization == "async"
+    # Sync with H = 1 skips the ActionChunk wrapper (one Python call less per step); async always
+    # wraps it so the batched action space is (B, H, A) and chunk_steps travels back in info.
+    env_fn = partial(_make_one, id, chunk, is_async or chunk > 1, is_async, max_episode_steps, kwargs, render_mode)
+    fns = [env_fn] * num_envs
+    if is_async:
+        vec: VectorEnv = AsyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        vec = SyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
+    try:
+        return TorchVecEnv(vec, chunk=chunk, seed=seed, env_id=id)
+    except Exception:
+        vec.close()
+        raise
+
+
+class TorchVecEnv:
+    """A gymnasium ``VectorEnv`` (SAME_STEP auto-reset) as robopolicy's ``BatchedEnv``, in torch.
+
+    Tensors are on the CPU and freshly allocated each step, except that where no env finished,
+    ``final_obs`` holds the same tensors as ``obs`` (read-only use, as with any step output).
+    ``reset(seed=None)`` the first time seeds with ``seed`` (the config's), later continues the RNGs.
+
+    Attributes:
+        num_envs (B), state_dim (D), action_dim (A), chunk (H);
+        action_low / action_high: (A,) float32 bounds of one action in env units;
+        single_action_space: Box (H, A), what one env consumes per policy step;
+        render_mode; render_fps: frame rate of one ``render()`` per policy step (env rate / H).
+    """
+
+    def __init__(self, vec: VectorEnv, chunk: int = 1, seed: int = 0, env_id: str = "") -> None:
+        obs_space = vec.single_observation_space
+        act_space = vec.single_action_space
+        name = env_id or str(vec)
+        if not isinstance(obs_space, Box) or len(obs_space.shape) != 1:
+            raise ValueError(f"{name}: TorchVecEnv needs a 1-D Box observation space (D,), got {obs_space}")
+        if not isinstance(act_space, Box) or len(act_space.shape) not in (1, 2):
+            raise ValueError(f"{name}: TorchVecEnv needs a Box action space (A,) or (H, A), got {act_space}")
+        # Sub-envs either take one action (A,) (then H must be 1) or are ActionChunk-wrapped (H, A).
+        self._chunked = len(act_space.shape) == 2
+        if self._chunked and act_space.shape[0] != chunk:
+            raise ValueError(f"{name}: sub-env action chunk is {act_space.shape[0]}, but chunk={chunk}")
+        if not self._chunked and chunk != 1:
+            raise ValueError(f"{name}: chunk={chunk} needs ActionChunk-wrapped sub-envs, got {act_space}")
+        if not isinstance(vec, SyncVectorEnv) and vec.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError(f"{name}: the vector env must use autoreset_mode=AutoresetMode.SAME_STEP")
+
+        self._vec = vec
+        self._sync_envs = vec.envs if isinstance(vec, SyncVectorEnv) else None
+        self.env_id = env_id
+        self.num_envs = int(vec.num_envs)
+        self.state_dim = int(obs_space.shape[0])
+        self.action_dim = int(act_space.shape[-1])
+        self.chunk = int(chunk)
+        low = act_space.low[0] if self._chunked else act_space.low
+        high = act_space.high[0] if self._chunked else act_space.high
+        self.action_low = torch.as_tensor(low, dtype=torch.float32)
+        self.action_high = torch.as_tensor(high, dtype=torch.float32)
+        self.single_action_space = act_space if self._chunked else chunk_space(act_space, self.chunk)
+        self.render_mode = vec.render_mode
+        # One frame per policy step (H env steps), so a video plays in real time at the env's rate / H.
+        fps = vec.metadata.get("render_fps")
+        self.render_fps = None if fps is None else max(1, round(fps / self.chunk))
+        self.seed = seed
+        self._act_dtype = act_space.dtype
+        self._batch_action_shape = (self.num_envs, self.chunk, self.action_dim)
+        self._needs_reset = True
+        self._first_reset = True
+        self._closed = False
+        # Running episode statistics per env. Python lists, not numpy: the sync path updates them
+        # one env at a time, where a list element costs ~30 ns and a numpy scalar ~150 ns.
+        self._ret = [0.0] * self.num_envs
+        self._len = [0] * self.num_envs
+        self._succ: list[bool | None] = [None] * self.num_envs
+
+    # ------------------------------------------------------------------ BatchedEnv
+    def reset(self, seed: int | None = None) -> Obs:
+        """Reset all envs; env i is seeded with seed + i. The first reset without a seed uses ``self.seed``.
+
+        Returns {"observation.state": (B, D) float32}.
+        """
+        if seed is None and self._first_reset:
+            seed = self.seed
+        obs, _ = self._vec.reset(seed=seed)
+        self._first_reset = False
+        self._needs_reset = False
+        self._ret = [0.0] * self.num_envs
+        self._len = [0] * self.num_envs
+        self._succ = [None] * self.num_envs
+        # np.array copies: with copy=False the vector env reuses its obs buffer.
+        return {OBS_STATE: torch.from_numpy(np.array(obs, dtype=np.float32))}
+
+    def step(self, actions: Tensor | np.ndarray) -> StepResult:
+        """Run one policy step in every env; finished episodes auto-reset (SAME_STEP).
+
+        actions: (B, H, A) float tensor (or array) in env units; not clipped here (the policy bounds
+            its actions; MuJoCo clamps ctrl to ctrlrange but the control cost sees the raw value).
+        Returns StepResult with obs / final_obs {"observation.state": (B, D) float32}, reward (B,)
+        float32 summed over the executed steps, terminated / truncated (B,) bool, chunk_steps (B,)
+        int64 and ``episodes``: one EpisodeStats per env whose episode ended, in env order (ret is
+        the undiscounted return, length counts env steps). Outputs are new tensors each step, but
+        ``final_obs`` is ``obs``'s very tensor when no env finished: treat both as read-only.
+        """
+        if self._needs_reset:
+            raise RuntimeError("TorchVecEnv.step called before reset()")
+        a = self._actions_np(actions)
+        if self._sync_envs is not None:
+            return self._step_sync(a)
+        return self._step_vec(a)
+
+    def render(self) -> np.ndarray:
+        """The first env's frame (h, w, 3) uint8; needs render_mode="rgb_array"."""
+        if self.render_mode != "rgb_array":
+            raise ValueError(f"render() needs env.render_mode='rgb_array', this env has {self.render_mode!r}")
+        try:
+            if self._sync_envs is not None:
+                return self._sync_envs[0].render()
+            # AsyncVectorEnv can only call a method on every worker: correct, B times the cost.
+            return self._vec.call("render")[0]
+        except Exception as e:  # MuJoCo's GL failures surface as bare TypeError / AttributeError / FatalError
+            raise RuntimeError(
+                f"{self.env_id}: render() failed ({type(e).__name__}: {e}). For MuJoCo envs this usually means no "
+                f"OpenGL backend: MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; use 'egl' on a GPU machine or 'osmesa' "
+                "(apt install libosmesa6) on a CPU one."
+            ) from e
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._vec.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "sync" if self._sync_envs is not None else "async"
+        return (
+            f"TorchVecEnv({self.env_id!r}, num_envs={self.num_envs}, {kind}, chunk={self.chunk}, "
+            f"state_dim={self.state_dim}, action_dim={self.action_dim})"
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _actions_np(self, actions: Tensor | np.ndarray) -> np.ndarray:
+        """(B, H, A) tensor or array -> numpy in the env's action dtype, without a copy when possible."""
+        if isinstance(actions, Tensor):
+            try:
+                # Zero-copy for a CPU float tensor without grad: one torch call, the common case.
+                a = actions.numpy()
+            except (RuntimeError, TypeError):  # requires grad, on an accelerator, or bf16 (no numpy dtype)
+                a = actions.detach().float().cpu().numpy()
+        else:
+            a = np.asarray(actions)
+        if a.shape != self._batch_action_shape:
+            raise ValueError(
+                f"{self.env_id}: actions must have shape (B, H, A) = {self._batch_action_shape}, got {tuple(a.shape)}"
+            )
+        if a.dtype != self._act_dtype:
+            a = a.astype(self._act_dtype)
+        return a
+
+    def _step_sync(self, a: np.ndarray) -> StepResult:
+        """SAME_STEP auto-reset over the SyncVectorEnv's sub-envs, one at a time."""
+        B = self.num_envs
+        obs = np.empty((B, self.state_dim), np.float32)
+        rew = np.empty(B, np.float32)
+        term = np.empty(B, np.bool_)
+        trunc = np.empty(B, np.bool_)
+        steps = np.ones(B, np.int64)
+        finals = []
+        episodes = []
+        chunked = self._chunked
+        for i, env in enumerate(self._sync_envs):
+            o, r, te, tr, info = env.step(a[i] if chunked else a[i, 0])
+            n = info["chunk_steps"] if chunked else 1
+            rew[i] = r
+            term[i] = te
+            trunc[i] = tr
+            steps[i] = n
+            self._ret[i] += r
+            self._len[i] += n
+            if "success" in info:
+                self._succ[i] = bool(self._succ[i]) or bool(info["success"])
+            if te or tr:
+                finals.append((i, o))
+                episodes.append(self._end_episode(i))
+                o, _ = env.reset()
+            obs[i] = o
+        obs_t = torch.from_numpy(obs)
+        if finals:
+            final = obs.copy()
+            for i, o in finals:
+                final[i] = o
+            final_t = torch.from_numpy(final)
+        else:
+            final_t = obs_t
+        return StepResult(
+            obs={OBS_STATE: obs_t},
+            reward=torch.from_numpy(rew),
+            terminated=torch.from_numpy(term),
+            truncated=torch.from_numpy(trunc),
+            final_obs={OBS_STATE: final_t},
+            chunk_steps=torch.from_numpy(steps),
+            episodes=episodes,
+        )
+
+    def _step_vec(self, a: np.ndarray) -> StepResult:
+        """Any other VectorEnv (async): sub-envs are ActionChunk + _KeepInfo wrapped, infos are batched."""
+        o, r, te, tr, info = self._vec.step(a)
+        obs = np.array(o, dtype=np.float32)
+        final = obs
+        # SAME_STEP puts the finished episode's step info under info["final_info"]; others at the top.
+        fin = info.get("final_info", {})
+        steps, _ = _gather(info, fin, "chunk_steps", np.ones(self.num_envs, np.int64))
+        succ, has_succ = _gather(info, fin, "success", np.zeros(self.num_envs, np.bool_))
+        done = te | tr
+        episodes = []
+        if done.any():
+            final = obs.copy()
+            for i in np.flatnonzero(done):
+                final[i] = info["final_obs"][i]
+        for i, (ri, ni) in enumerate(zip(r.tolist(), steps.tolist(), strict=True)):
+            self._ret[i] += ri
+            self._len[i] += ni
+            if has_succ[i]:
+                self._succ[i] = bool(self._succ[i]) or bool(succ[i])
+            if done[i]:
+                episodes.append(self._end_episode(i))
+        obs_t = torch.from_numpy(obs)
+        return StepResult(
+            obs={OBS_STATE: obs_t},
+            reward=torch.from_numpy(r.astype(np.float32)),
+            terminated=torch.from_numpy(np.array(te, dtype=np.bool_)),
+            truncated=torch.from_numpy(np.array(tr, dtype=np.bool_)),
+            final_obs={OBS_STATE: obs_t if final is obs else torch.from_numpy(final)},
+            chunk_steps=torch.from_numpy(steps),
+            episodes=episodes,
+        )
+
+    def _end_episode(self, i: int) -> EpisodeStats:
+        stats = EpisodeStats(ret=float(self._ret[i]), length=int(self._len[i]), success=self._succ[i])
+        self._ret[i], self._len[i], self._succ[i] = 0.0, 0, None
+        return stats
+
+
+def _gather(
+    info: dict[str, Any], final_info: dict[str, Any], key: str, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batched info ``key`` from the top level and from ``final_info`` into ``out`` (B,); also the (B,) mask
+    of envs that reported it (gymnasium marks them in ``info["_" + key]``)."""
+    seen = np.zeros(out.shape[0], np.bool_)
+    for src in (info, final_info):
+        if key in src:
+            mask = src[f"_{key}"]
+            out[mask] = src[key][mask]
+            seen |= mask
+    return out, seen

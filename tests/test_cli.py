@@ -1,0 +1,78 @@
+"""Smoke runs through the real CLI (subprocesses) with tiny budgets, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "MUJOCO_GL": "egl", "WANDB_MODE": "offline"}
+
+
+def robopolicy(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robopolicy", *args], capture_output=True, text=True, env=ENV, check=False,
+                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    out = robopolicy("train", "experiment=inverted_pendulum", "total_steps=2048", "checkpoint_every=1024",
+                     "eval_episodes=2", "logger=none", f"runs_dir={runs}", "name=smoke")
+    assert out.returncode == 0, out.stderr
+    return runs / "smoke"
+
+
+def test_train_writes_config_metrics_checkpoints_and_plot(smoke_run: Path):
+    assert (smoke_run / "config.yaml").is_file()
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] >= 2048 and "eval/return" in rows[-1]
+    assert any("loss/pg" in r for r in rows)
+    assert (smoke_run / "learning_curve.png").stat().st_size > 1000
+    ckpts = sorted(p.name for p in (smoke_run / "checkpoints").glob("step_*"))
+    assert len(ckpts) >= 2, ckpts  # one every 1024 steps plus the final one
+    assert (smoke_run / "checkpoints" / "LATEST").read_text() == ckpts[-1]
+
+
+def test_resume_continues_the_same_run(smoke_run: Path):
+    before = (smoke_run / "metrics.jsonl").read_text().splitlines()
+    last_step = json.loads(before[-1])["step"]
+    out = robopolicy("train", f"resume={smoke_run}", "total_steps=4096", "eval_episodes=0", "logger=none")
+    assert out.returncode == 0, out.stderr
+    after = (smoke_run / "metrics.jsonl").read_text().splitlines()
+    assert after[: len(before)] == before  # appended, not rewritten
+    new_steps = [json.loads(line)["step"] for line in after[len(before):]]
+    assert new_steps and new_steps[0] > last_step and new_steps[-1] >= 4096
+    assert json.loads(after[len(before)])["train/iteration"] > json.loads(before[-2])["train/iteration"]
+
+
+def test_eval_reports_ci_and_writes_video(smoke_run: Path):
+    out = robopolicy("eval", f"ckpt={smoke_run}", "episodes=3", "video=true")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 3 and summary["return_mean"] > 0 and "return_ci95" in summary
+    video = Path(summary["video"])
+    assert video.suffix == ".mp4" and video.stat().st_size > 1000
+
+
+def test_wrong_hydra_key_is_named():
+    out = robopolicy("train", "algo.clip_cof=0.1", "logger=none")
+    assert out.returncode == 2
+    assert "clip_cof" in out.stderr and "config error" in out.stderr
+
+
+def test_unknown_config_group_option_is_named():
+    out = robopolicy("train", "env=hoper", "logger=none")
+    assert out.returncode == 2
+    assert "hoper" in out.stderr
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    missing = tmp_path / "no_such_run"
+    out = robopolicy("eval", f"ckpt={missing}")
+    assert out.returncode == 2
+    assert f"checkpoint not found: {missing}" in out.stderr.replace("\n", "")
