@@ -371,7 +371,7 @@ class TorchVecEnv:
         )
 
     def _end_episode(self, i: int) -> EpisodeStats:
-        stats = EpisodeStats(ret=float(self._ret[i]), length=int(self._len[i]), success=self._succ[i])
+        stats = EpisodeStats(ret=float(self._ret[i]), length=int(self._len[i]), success=self._succ[i], env_index=i)
         self._ret[i], self._len[i], self._succ[i] = 0.0, 0, None
         return stats
 

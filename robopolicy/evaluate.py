@@ -51,32 +51,45 @@ def evaluate(
     deterministic: bool = True,
     seed: int = 12345,
     video_path: Path | None = None,
+    max_envs: int = 10,
 ) -> EvalResult:
+    """Run ``episodes`` episodes in up to ``max_envs`` parallel envs (batched inference).
+
+    Each env contributes the same number of episodes, taken in order, so short episodes are
+    not over-represented (counting the first N to finish would bias towards failures).
+    """
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
     if video_path is not None:
         os.environ.setdefault("MUJOCO_GL", "egl")
+    n_envs = min(episodes, max_envs)
+    per_env = math.ceil(episodes / n_envs)
     env_cfg = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
-    env_cfg.num_envs, env_cfg.vectorization, env_cfg.seed = 1, "sync", seed
+    env_cfg.num_envs, env_cfg.vectorization, env_cfg.seed = n_envs, "sync", seed
     env_cfg.render_mode = "rgb_array" if video_path is not None else None
     env = instantiate(env_cfg)
+    was_training = policy.training
     policy.eval()
-    result = EvalResult(returns=[], lengths=[])
+    done_per_env: list[list] = [[] for _ in range(n_envs)]
     frames: list[np.ndarray] = []
     try:
         obs = env.reset(seed=seed)
-        while len(result.returns) < episodes:
-            if video_path is not None and not result.returns:
-                frames.append(env.render())
+        while sum(len(d) for d in done_per_env) < n_envs * per_env:
+            if video_path is not None and not done_per_env[0]:
+                frames.append(env.render())  # env 0's first episode
             step = env.step(policy.act(obs, deterministic=deterministic).actions)
             obs = step.obs
             for ep in step.episodes:
-                result.returns.append(ep.ret)
-                result.lengths.append(ep.length)
-                if ep.success is not None:
-                    result.successes.append(ep.success)
+                i = max(ep.env_index, 0)
+                if len(done_per_env[i]) < per_env:
+                    done_per_env[i].append(ep)
     finally:
         env.close()
+        policy.train(was_training)
+    # Round-robin over envs so the first ``episodes`` taken are spread evenly.
+    ordered = [done_per_env[i][k] for k in range(per_env) for i in range(n_envs)][:episodes]
+    result = EvalResult(returns=[e.ret for e in ordered], lengths=[e.length for e in ordered],
+                        successes=[e.success for e in ordered if e.success is not None])
     if video_path is not None and frames:
         result.video = write_video(frames, video_path, fps=int(getattr(env, "render_fps", 30) or 30))
     return result

@@ -128,13 +128,12 @@ def build_training(cfg: DictConfig) -> TrainingSession:
 
 def periodic_evaluator(cfg: DictConfig):
     """Deterministic evaluation during training, on seeds apart from training and final eval."""
-    episodes = max(1, int(cfg.eval_episodes) // 2)
+    episodes = max(1, int(cfg.eval_episodes))
     counter = {"n": 0}
 
     def run(policy: Policy) -> dict[str, float]:
         counter["n"] += 1
         summary = evaluate(policy, cfg.env, episodes=episodes, seed=20_000 + 1000 * counter["n"]).summary()
-        policy.train()
         out = {"eval/return": summary["return_mean"]}
         if "success_rate" in summary:
             out["eval/success"] = summary["success_rate"]

@@ -100,6 +100,7 @@ class EpisodeStats:
     ret: float
     length: int
     success: bool | None = None
+    env_index: int = -1  # which of the B envs it ran in
 
 
 class BatchedEnv(Protocol):

@@ -44,6 +44,7 @@ def _rollout(
         cols["steps"].append(res.chunk_steps)
         ended = torch.nonzero(res.terminated | res.truncated).flatten().tolist()
         assert len(res.episodes) == len(ended), "one EpisodeStats per finished episode"
+        assert [e.env_index for e in res.episodes] == ended, "episodes carry their env index, in env order"
         episodes.append(dict(zip(ended, res.episodes, strict=True)))  # reported in env order
     return {"obs": torch.stack(obs), **{k: torch.stack(v) for k, v in cols.items()}}, episodes
 

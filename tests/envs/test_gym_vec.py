@@ -103,7 +103,7 @@ def test_toy_truncation_autoreset_and_episode_stats(make_env):
         assert res.truncated.tolist() == [end, end] and not res.terminated.any()
         assert torch.equal(res.reward, torch.ones(2))
         assert torch.equal(res.final_obs["observation.state"], torch.zeros(2, 2))  # constant obs, also at the end
-        assert res.episodes == ([EpisodeStats(ret=3.0, length=3, success=None)] * 2 if end else [])
+        assert res.episodes == ([EpisodeStats(3.0, 3, None, env_index=i) for i in range(2)] if end else [])
 
 
 @pytest.mark.parametrize("vectorization", ["sync", "async"])
@@ -117,7 +117,7 @@ def test_chunked_steps_lengths_and_rewards(make_env, vectorization):
     second = env.step(torch.zeros(2, 3, 1))  # steps 4, 5: terminated, the chunk stops after 2
     assert second.chunk_steps.tolist() == [2, 2] and second.reward.tolist() == [2.0, 2.0]
     assert second.terminated.all() and not second.truncated.any()
-    assert second.episodes == [EpisodeStats(ret=5.0, length=5, success=None)] * 2  # length counts env steps
+    assert second.episodes == [EpisodeStats(5.0, 5, None, env_index=i) for i in range(2)]  # length counts env steps
     assert env.render_fps == 10  # one frame per policy step of 3 env steps at 30 fps
 
 
@@ -138,7 +138,7 @@ def test_episode_success_is_any_success_seen(make_env, vectorization, chunk, suc
     episodes = []
     for _ in range(4):
         episodes += env.step(torch.zeros(1, chunk, 1)).episodes
-    assert episodes[0] == EpisodeStats(ret=2.0, length=4, success=want)
+    assert episodes[0] == EpisodeStats(ret=2.0, length=4, success=want, env_index=0)
 
 
 def test_outputs_do_not_alias_across_steps(make_env):
