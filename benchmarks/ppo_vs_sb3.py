@@ -118,16 +118,20 @@ def main() -> None:
     print(f"raw {ENV_ID} env.step: {raw:,.0f} steps/s")
 
     jobs = [(who, steps, s, args.threads, eval_episodes) for s in seeds for who in ("ours", "sb3")]
-    if args.workers > 1:
+    results = []
+
+    def report(r: dict) -> None:
+        results.append(r)
+        print(f"{r['who']:>4} seed {r['seed']}: {r['steps_per_s']:,.0f} steps/s"
+              + (f", eval return {r['eval_return']:.0f}" if "eval_return" in r else ""), flush=True)
+
+    if args.workers > 1:  # one process per run (each single-threaded): seeds in parallel on a big box
         with mp.get_context("spawn").Pool(args.workers) as pool:
-            results = pool.map(_job, jobs)
+            for r in pool.imap_unordered(_job, jobs):
+                report(r)
     else:
-        results = []
         for job in jobs:
-            results.append(_job(job))
-            r = results[-1]
-            print(f"{r['who']:>4} seed {r['seed']}: {r['steps_per_s']:,.0f} steps/s"
-                  + (f", eval return {r['eval_return']:.0f}" if "eval_return" in r else ""), flush=True)
+            report(_job(job))
 
     def mean(who: str, key: str) -> float:
         return float(np.mean([r[key] for r in results if r["who"] == who]))
