@@ -64,7 +64,10 @@ def run_ours(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
         t0 = time.perf_counter()
         session.trainer.train(steps, show_progress=False)
         elapsed = time.perf_counter() - t0
-        out = {"steps_per_s": session.trainer.step / elapsed, "steps": session.trainer.step}
+        rows = [json.loads(line) for line in (session.run_dir / "metrics.jsonl").read_text().splitlines()]
+        collect_s = sum(r["time/collect_s"] for r in rows)
+        out = {"steps_per_s": session.trainer.step / elapsed, "steps": session.trainer.step,
+               "collect_steps_per_s": session.trainer.step / collect_s, "update_share": 1 - collect_s / elapsed}
         if eval_episodes:
             res = evaluate(session.policy, cfg.env, episodes=eval_episodes, seed=10_000 + seed).summary()
             out["eval_return"] = res["return_mean"]
@@ -141,6 +144,9 @@ def main() -> None:
         "env": ENV_ID, "steps": steps, "seeds": seeds, "threads": args.threads,
         "raw_sim_steps_per_s": round(raw), "ours_steps_per_s": round(ours_sps), "sb3_steps_per_s": round(sb3_sps),
         "ratio": round(ours_sps / sb3_sps, 2), "ours_fraction_of_raw": round(ours_sps / raw, 3),
+        # where our time goes: acting + simulating alone, and the share spent in PPO updates
+        "ours_collect_fraction_of_raw": round(mean("ours", "collect_steps_per_s") / raw, 3),
+        "ours_update_share": round(mean("ours", "update_share"), 3),
     }
     if eval_episodes:
         summary |= {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -93,6 +94,8 @@ def cmd_quickstart(overrides: list[str]) -> int:
     from robopolicy.train_run import run_training
 
     cfg = compose("train", ["experiment=quickstart", *overrides])
+    if cfg.name is None:  # a fresh folder each time, so `make quickstart` can be run again
+        cfg.name = f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"[bold]quickstart[/]: PPO on {cfg.env.id}, {cfg.total_steps:,} env steps, seed {cfg.seed}")
     result = run_training(cfg, show_progress=True)
     _report(result)
