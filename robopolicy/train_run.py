@@ -56,7 +56,19 @@ def _algo_config(cfg: DictConfig) -> PPOConfig:
     name = data.get("name")  # type: ignore[union-attr]
     if name != "ppo":
         raise ConfigError(f"algo.name: {name!r} is not available for `robopolicy train` yet; choose algo=ppo")
-    return PPOConfig(**data)  # type: ignore[arg-type]
+    try:
+        return PPOConfig(**data)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def build_env(env_cfg: DictConfig) -> Any:
+    """Instantiate the env node; a failure becomes a ConfigError that names the env and why."""
+    try:
+        return instantiate(env_cfg)
+    except Exception as err:  # Hydra wraps the factory's error; keep its message, drop the noise
+        cause = err.__cause__ or err
+        raise ConfigError(f"env: cannot build {env_cfg.get('id')!r} with {env_cfg.get('_target_')}: {cause}") from err
 
 
 def _run_dir(cfg: DictConfig) -> tuple[Path, Path | None]:
@@ -101,14 +113,14 @@ def build_training(cfg: DictConfig) -> TrainingSession:
         saved = OmegaConf.load(resume_ckpt / "run_config.yaml")
         saved.total_steps, saved.resume = cfg.total_steps, cfg.resume
         cfg = saved  # type: ignore[assignment]
+    # Validate and build what can fail on a bad config before anything is written.
+    algo_cfg = _algo_config(cfg)
+    seed_everything(int(cfg.seed))
+    env_cfg = OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)})
+    env = build_env(env_cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    seed_everything(int(cfg.seed))
-
-    env_cfg = OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)})
-    env = instantiate(env_cfg)
-    algo_cfg = _algo_config(cfg)
     policy = Policy(policy_config_for(cfg, env)).to(cfg.device)
     critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
     algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps))

@@ -76,3 +76,10 @@ def test_missing_checkpoint_is_named(tmp_path):
     out = robopolicy("eval", f"ckpt={missing}")
     assert out.returncode == 2
     assert f"checkpoint not found: {missing}" in out.stderr.replace("\n", "")
+
+
+def test_unknown_env_id_is_named_and_nothing_is_written(tmp_path):
+    out = robopolicy("train", "env.id=Hoper-v5", "logger=none", f"runs_dir={tmp_path}")
+    assert out.returncode == 2
+    assert "Hoper-v5" in out.stderr and "Hopper-v5" in out.stderr  # the close id is suggested
+    assert not any(tmp_path.iterdir())

@@ -68,3 +68,9 @@ def test_kl_early_stop_cuts_epochs():
     policy, _critic, ppo = build(target_kl=1e-9, learning_rate=1e-2)
     metrics = ppo.update(synthetic_rollout(policy))
     assert metrics["ppo/early_stop"] == 1.0 and metrics["ppo/minibatches"] < 8
+
+
+@pytest.mark.parametrize(("key", "value"), [("gamma", 1.5), ("n_steps", 0), ("clip_coef", -0.1)])
+def test_invalid_hyperparameters_are_named(key, value):
+    with pytest.raises(ValueError, match=rf"algo.{key}: invalid value {value}"):
+        PPOConfig(**{key: value})

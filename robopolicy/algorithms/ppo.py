@@ -63,6 +63,20 @@ class PPOConfig:
     adam_eps: float = 1e-5
     """Adam epsilon."""
 
+    def __post_init__(self) -> None:
+        checks = {
+            "n_steps": self.n_steps >= 1, "batch_size": self.batch_size >= 1, "n_epochs": self.n_epochs >= 1,
+            "learning_rate": self.learning_rate >= 0, "gamma": 0 < self.gamma <= 1,
+            "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
+            "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            k = bad[0]
+            raise ValueError(f"algo.{k}: invalid value {getattr(self, k)!r} "
+                             "(n_steps, batch_size, n_epochs >= 1; 0 < gamma <= 1; 0 <= gae_lambda <= 1; "
+                             "clip_coef, max_grad_norm, target_kl > 0)")
+
 
 def flatten_time(x: Tensor) -> Tensor:
     """(T, B, ...) -> (T*B, ...)."""
