@@ -140,10 +140,10 @@ class GaussianHead(ActionHead):
             return gaussian_kl(m_s, ls_s, m_t, ls_t).flatten(1).sum(-1, keepdim=True)
         if kind == "forward_kl":
             return gaussian_kl(m_t, ls_t, m_s, ls_s).flatten(1).sum(-1, keepdim=True)
-        return _gaussian_js_mc(m_s, ls_s, m_t, ls_t)
+        return gaussian_js_mc(m_s, ls_s, m_t, ls_t)
 
 
-def _gaussian_js_mc(m_p: Tensor, ls_p: Tensor, m_q: Tensor, ls_q: Tensor, n: int = 256) -> Tensor:
+def gaussian_js_mc(m_p: Tensor, ls_p: Tensor, m_q: Tensor, ls_q: Tensor, n: int = 256) -> Tensor:
     """JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2; reparameterized MC, (B, 1)."""
 
     def joint_logp(x: Tensor, m: Tensor, ls: Tensor) -> Tensor:
@@ -157,3 +157,4 @@ def _gaussian_js_mc(m_p: Tensor, ls_p: Tensor, m_q: Tensor, ls_q: Tensor, n: int
         return (la - lm).mean(0)
 
     return (0.5 * half_kl(m_p, ls_p) + 0.5 * half_kl(m_q, ls_q)).unsqueeze(-1)
+_gaussian_js_mc = gaussian_js_mc  # TEMP alias while diffusion.py is being written
