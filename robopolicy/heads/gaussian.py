@@ -157,4 +157,3 @@ def gaussian_js_mc(m_p: Tensor, ls_p: Tensor, m_q: Tensor, ls_q: Tensor, n: int 
         return (la - lm).mean(0)
 
     return (0.5 * half_kl(m_p, ls_p) + 0.5 * half_kl(m_q, ls_q)).unsqueeze(-1)
-_gaussian_js_mc = gaussian_js_mc  # TEMP alias while diffusion.py is being written
