@@ -9,11 +9,13 @@ from robopolicy.heads.base import ActionHead
 from robopolicy.heads.diffusion import DiffusionHead, DiffusionHeadConfig
 from robopolicy.heads.flow import FlowHead, FlowHeadConfig
 from robopolicy.heads.gaussian import GaussianHead, GaussianHeadConfig
+from robopolicy.heads.tokens import TokenHead, TokenHeadConfig
 
 HEADS: dict[str, tuple[type[ActionHead], type]] = {
     "gaussian": (GaussianHead, GaussianHeadConfig),
     "flow": (FlowHead, FlowHeadConfig),
     "diffusion": (DiffusionHead, DiffusionHeadConfig),
+    "tokens": (TokenHead, TokenHeadConfig),
 }
 
 
@@ -29,4 +31,5 @@ def build_head(name: str, feat_dim: int, action_dim: int, chunk: int, options: d
     return head_cls(feat_dim, action_dim, chunk, cfg_cls(**options))
 
 
-__all__ = ["HEADS", "ActionHead", "DiffusionHead", "DiffusionHeadConfig", "FlowHead", "FlowHeadConfig", "GaussianHead", "GaussianHeadConfig", "build_head"]
+__all__ = ["HEADS", "ActionHead", "DiffusionHead", "DiffusionHeadConfig", "FlowHead", "FlowHeadConfig", "GaussianHead", "GaussianHeadConfig",
+           "TokenHead", "TokenHeadConfig", "build_head"]

@@ -1,0 +1,214 @@
+"""Token head: shapes, exact log-probs vs torch.distributions, normalization, KL, bimodal BC, binning."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.distributions import Categorical, kl_divergence
+
+from robopolicy.heads.tokens import TokenHead, TokenHeadConfig
+
+B, F_DIM, H, A, NB = 5, 6, 2, 3, 8
+S = H * A
+
+
+def make_head(**kw) -> TokenHead:
+    opts = {"num_bins": NB, "d_model": 32, "num_layers": 2, "num_heads": 4} | kw
+    return TokenHead(F_DIM, action_dim=A, chunk=H, config=TokenHeadConfig(**opts))
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_sample_shapes_dtypes_and_bin_centers(deterministic):
+    torch.manual_seed(0)
+    head = make_head()
+    with torch.no_grad():
+        s = head.sample(torch.randn(B, F_DIM), deterministic=deterministic)
+    assert head.num_decisions == S
+    assert s.actions.shape == (B, H, A) and s.trace.shape == (B, S) and s.logp.shape == (B, S)
+    assert s.trace.dtype == torch.int64 and s.trace.min() >= 0 and s.trace.max() < NB
+    assert torch.isfinite(s.logp).all() and (s.logp <= 0).all() and s.actions.abs().max() <= 1.0
+    # Uniform bins over [-1, 1]: token k of any dimension decodes to -1 + (k + 1/2) * 2 / NB, order (h, a).
+    centers = -1.0 + (s.trace.float() + 0.5) * 2.0 / NB
+    assert torch.allclose(s.actions, centers.view(B, H, A), atol=1e-6)
+    assert torch.equal(head.tokenize(s.actions), s.trace)
+
+
+def test_deterministic_sample_is_argmax_of_exposed_logits():
+    torch.manual_seed(1)
+    head = make_head()
+    feat = torch.randn(B, F_DIM)
+    with torch.no_grad():
+        s = head.sample(feat, deterministic=True)
+        assert torch.equal(head.logits(feat, s.trace).argmax(-1), s.trace)
+
+
+def test_log_prob_matches_sample_and_categorical():
+    torch.manual_seed(2)
+    head = make_head(temperature=1.7)  # temperature changes sampling only, not the recorded density
+    feat = torch.randn(B, F_DIM)
+    with torch.no_grad():
+        s = head.sample(feat)
+        logp = head.log_prob(feat, s.trace)
+        ref = Categorical(logits=head.logits(feat, s.trace)).log_prob(s.trace)
+        ent_ref = Categorical(logits=head.logits(feat, s.trace)).entropy()
+        lp2, ent = head.log_prob_and_entropy(feat, s.trace)
+    assert torch.allclose(logp, s.logp, atol=1e-5)
+    assert torch.allclose(logp, ref, atol=1e-5)
+    assert torch.allclose(lp2, logp, atol=1e-6) and torch.allclose(ent, ent_ref, atol=1e-5)
+    assert torch.allclose(head.entropy(feat, s.trace), ent_ref, atol=1e-5)
+
+
+def test_log_prob_is_differentiable():
+    torch.manual_seed(3)
+    head = make_head()
+    feat = torch.randn(B, F_DIM, requires_grad=True)
+    with torch.no_grad():
+        trace = head.sample(feat).trace
+    head.log_prob(feat, trace).sum().backward()
+    assert feat.grad is not None and feat.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def test_probabilities_normalize_and_decoding_is_causal():
+    torch.manual_seed(4)
+    head = make_head()
+    feat = torch.randn(1, F_DIM)
+    with torch.no_grad():
+        trace = head.sample(feat).trace
+        for pos in (0, S // 2, S - 1):
+            # Every vocabulary entry at `pos`, same prefix: the log-probs at `pos` must logsumexp to 0.
+            variants = trace.repeat(NB, 1)
+            variants[:, pos] = torch.arange(NB)
+            logp = head.log_prob(feat.expand(NB, -1), variants)
+            assert torch.logsumexp(logp[:, pos], dim=0).abs() < 1e-5
+            # Changing token `pos` must not change the log-probs of earlier tokens (causal mask).
+            assert torch.allclose(logp[:, :pos], logp[:1, :pos].expand(NB, -1), atol=1e-5)
+
+
+def test_divergence_self_is_zero_and_matches_explicit_sums():
+    torch.manual_seed(5)
+    student = make_head()
+    teacher = copy.deepcopy(student)
+    feat, t_feat = torch.randn(B, F_DIM), torch.randn(B, F_DIM)
+    with torch.no_grad():
+        trace = student.sample(feat).trace
+        for kind in ("reverse_kl", "forward_kl", "js"):
+            assert student.divergence(feat, trace, teacher, feat, kind).abs().max() < 1e-5
+        for p in teacher.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        p_dist = Categorical(logits=student.logits(feat, trace))
+        q_dist = Categorical(logits=teacher.logits(t_feat, trace))
+        rkl = student.divergence(feat, trace, teacher, t_feat, "reverse_kl")
+        fkl = student.divergence(feat, trace, teacher, t_feat, "forward_kl")
+        js = student.divergence(feat, trace, teacher, t_feat, "js")
+        assert rkl.shape == fkl.shape == js.shape == (B, S)
+        assert torch.allclose(rkl, kl_divergence(p_dist, q_dist), atol=1e-5)
+        assert torch.allclose(fkl, kl_divergence(q_dist, p_dist), atol=1e-5)
+        p, q = p_dist.probs, q_dist.probs
+        m = (p + q) / 2
+        js_ref = 0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)
+        assert torch.allclose(js, js_ref, atol=1e-5)
+        assert rkl.min() > 1e-4 and (js <= torch.log(torch.tensor(2.0)) + 1e-6).all()
+        # Monte-Carlo check of one position: E_{k~p}[log p_k - log q_k] over 20k draws.
+        draws = p_dist.sample((20000,))[:, 0, 0]
+        mc = (p_dist.logits[0, 0, draws] - q_dist.logits[0, 0, draws]).mean()
+        assert abs(float(mc) - float(rkl[0, 0])) < 0.05 + 0.1 * float(rkl[0, 0])
+
+
+def test_divergence_rejects_mismatched_teacher():
+    head = make_head()
+    trace = torch.zeros(B, S, dtype=torch.int64)
+    feat = torch.randn(B, F_DIM)
+    with pytest.raises(ValueError, match="num_bins"):
+        head.divergence(feat, trace, make_head(num_bins=NB * 2), feat, "reverse_kl")
+    with pytest.raises(ValueError, match="divergence kind"):
+        head.divergence(feat, trace, head, feat, "tv")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls on a shared 2-core box: intra-op threads cost far more than they save (60x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bimodal_imitation_reproduces_both_modes_and_roundtrip():
+    torch.manual_seed(6)
+    head = TokenHead(4, action_dim=1, chunk=2, config=TokenHeadConfig(num_bins=16, d_model=32, num_heads=2))
+    # Half the chunks are (+0.7, +0.7), half (-0.7, -0.7); feat carries no information about the mode.
+    n = 128
+    modes = torch.where(torch.rand(n) < 0.5, 0.7, -0.7)
+    actions = modes.view(n, 1, 1).expand(n, 2, 1).contiguous()
+    width = 2.0 / 16
+    assert (head.detokenize(head.tokenize(actions)) - actions).abs().max() <= width / 2 + 1e-6
+    feat = torch.ones(n, 4)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss = head.imitation_loss(feat, actions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # Entropy of a fair coin spread over S = 2 tokens: ln 2 / 2 per token is the minimum of the mean CE.
+    assert loss.item() < 0.5
+    with torch.no_grad():
+        s = head.sample(torch.ones(400, 4))
+    first, second = s.actions[:, 0, 0], s.actions[:, 1, 0]
+    near_pos, near_neg = (first - 0.7).abs() <= width, (first + 0.7).abs() <= width
+    assert (near_pos | near_neg).float().mean() > 0.95
+    assert 0.3 < near_pos.float().mean() < 0.7  # both modes, neither collapsed
+    assert ((second - first).abs() <= width).float().mean() > 0.95  # second token follows the first's mode
+
+
+def test_quantile_bins_equalize_mass():
+    torch.manual_seed(7)
+    head = make_head(binning="quantile")
+    data = torch.stack([torch.randn(4000, H) * 0.2, torch.rand(4000, H) ** 3, torch.tanh(torch.randn(4000, H))], -1)
+    head.fit_bins(data)
+    assert head.bin_edges.shape == (A, NB + 1)
+    assert (head.bin_edges[:, 1:] > head.bin_edges[:, :-1]).all()
+    tokens = head.tokenize(data).view(-1, H, A)
+    for a in range(A):
+        counts = torch.bincount(tokens[..., a].flatten(), minlength=NB).float()
+        expected = data[..., a].numel() / NB
+        assert ((counts - expected).abs() <= 0.1 * expected).all(), counts
+    # Round trip: every action lands in its bin, so the error is at most half that bin's width.
+    ids = head.tokenize(data).view(-1, H, A)
+    err = (head.detokenize(ids.view(-1, S)) - data).abs()
+    widths = (head.bin_edges[:, 1:] - head.bin_edges[:, :-1])[torch.arange(A), ids]
+    assert (err <= widths / 2 + 1e-6).all()
+    with pytest.raises(ValueError, match="binning"):
+        make_head().fit_bins(data)
+
+
+def test_state_dict_roundtrip_reproduces_log_prob(tmp_path):
+    torch.manual_seed(8)
+    head = make_head(binning="quantile")
+    head.fit_bins(torch.rand(500, H, A) * 2 - 1)
+    feat = torch.randn(B, F_DIM)
+    with torch.no_grad():
+        s = head.sample(feat)
+    torch.save(head.state_dict(), tmp_path / "head.pt")
+    loaded = make_head(binning="quantile")
+    loaded.load_state_dict(torch.load(tmp_path / "head.pt"))
+    with torch.no_grad():
+        assert torch.allclose(loaded.log_prob(feat, s.trace), s.logp, atol=1e-5)
+        assert torch.equal(loaded.detokenize(s.trace), s.actions)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("num_bins", 1), ("binning", "log"), ("d_model", 0), ("num_layers", 0), ("num_heads", 3),
+    ("dropout", 1.0), ("temperature", 0.0),
+])
+def test_invalid_config_raises_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TokenHeadConfig(**{field: value})
+
+
+def test_bad_trace_raises():
+    head = make_head()
+    with pytest.raises(ValueError, match="int64"):
+        head.log_prob(torch.randn(B, F_DIM), torch.zeros(B, S))
