@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 
-.PHONY: quickstart test test-slow lint clean-venv
+.PHONY: quickstart test lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.12 not found: install Python 3.12 or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -21,9 +21,6 @@ quickstart: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VPY) -m pytest
-
-test-slow: $(VENV)/.installed
-	$(VPY) -m pytest -m slow
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check robopolicy envs fleet tests benchmarks
