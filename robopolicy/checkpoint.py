@@ -69,9 +69,12 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def load_run_config(ckpt: Path) -> DictConfig | None:
-    for candidate in (ckpt / "run_config.yaml", ckpt.parent.parent / "config.yaml"):
-        if candidate.is_file():
-            return OmegaConf.load(candidate)  # type: ignore[return-value]
+    """The run config of a checkpoint, a best-policy folder or a policy inside a run folder."""
+    if (ckpt / "run_config.yaml").is_file():
+        return OmegaConf.load(ckpt / "run_config.yaml")  # type: ignore[return-value]
+    for parent in list(ckpt.resolve().parents)[:3]:  # runs/<name>/checkpoints/best/policy -> runs/<name>
+        if (parent / "config.yaml").is_file():
+            return OmegaConf.load(parent / "config.yaml")  # type: ignore[return-value]
     return None
 
 

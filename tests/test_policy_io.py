@@ -65,3 +65,17 @@ def test_unknown_config_key_is_named(tmp_path):
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['hed'\]"):
         Policy.from_pretrained(path)
+
+
+def test_run_config_is_found_from_checkpoint_and_best_policy_folders(tmp_path):
+    from omegaconf import OmegaConf
+
+    from robopolicy.checkpoint import load_run_config, resolve_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(OmegaConf.create({"env": {"id": "Hopper-v5"}}), run / "config.yaml")
+    best = make_policy().save_pretrained(run / "checkpoints" / "best" / "policy")
+    assert resolve_checkpoint(best) == best
+    assert load_run_config(best).env.id == "Hopper-v5"
+    assert load_run_config(tmp_path) is None
