@@ -16,7 +16,11 @@ from robopolicy.types import BatchedEnv, EpisodeStats, Obs, Rollout
 
 
 class ExperienceSource(Protocol):
+    """What the trainer needs from a source of rollouts (simulators here, the fleet elsewhere)."""
+
     num_envs: int
+    policy_version: int  # version of the weights the next rollout will come from
+    recent_episodes: deque[EpisodeStats]  # finished episodes, newest last, for logging
 
     def collect(self, policy: Policy) -> Rollout: ...
 

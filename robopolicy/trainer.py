@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from robopolicy.checkpoint import save_checkpoint
 from robopolicy.critic import ValueCritic
 from robopolicy.policy import Policy
-from robopolicy.rollout import LocalRollouts, episode_summary
+from robopolicy.rollout import ExperienceSource, episode_summary
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.types import Rollout
 
@@ -37,7 +37,7 @@ class Trainer:
         policy: Policy,
         critic: ValueCritic,
         algo: Algorithm,
-        source: LocalRollouts,
+        source: ExperienceSource,
         run_dir: Path,
         cfg: DictConfig,
         logger: RunLogger,
