@@ -26,14 +26,16 @@ LATEST = "LATEST"
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, policy: Policy, critic: ValueCritic, train_state: dict[str, Any], cfg: DictConfig
+    run_dir: Path, step: int, policy: Policy, critic: ValueCritic | None, train_state: dict[str, Any], cfg: DictConfig
 ) -> Path:
+    """Write checkpoints/step_<step>/ atomically; ``critic`` None for critic-free algorithms (BC)."""
     ckpt_root = run_dir / "checkpoints"
     path = ckpt_root / f"step_{step:09d}"
     tmp = ckpt_root / f".tmp_step_{step:09d}"
     tmp.mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(tmp / "policy")
-    save_file({k: v.contiguous() for k, v in critic.state_dict().items()}, str(tmp / "critic.safetensors"))
+    if critic is not None:
+        save_file({k: v.contiguous() for k, v in critic.state_dict().items()}, str(tmp / "critic.safetensors"))
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     torch.save({**train_state, "rng": rng}, tmp / "train_state.pt")
     OmegaConf.save(cfg, tmp / "run_config.yaml")

@@ -3,8 +3,9 @@
     robopolicy train env=hopper policy=gaussian algo=ppo algo.learning_rate=1e-4
     robopolicy eval ckpt=runs/<name> episodes=20
     robopolicy quickstart
+    robopolicy demos env=metaworld_reach episodes=50 root=data/reach-50
 
-Arguments after the command are Hydra overrides of configs/train.yaml (or eval.yaml).
+Arguments after the command are Hydra overrides of configs/train.yaml (or eval.yaml, demos.yaml).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ commands:
   train       train a policy (Hydra overrides of configs/train.yaml, e.g. env=hopper algo.n_steps=512)
   eval        evaluate a checkpoint: ckpt=<run|checkpoint|policy folder> [episodes=N] [video=true]
   quickstart  train PPO on InvertedDoublePendulum-v5 and evaluate it with a video
+  demos       record scripted-expert demos as a LeRobotDataset: env=metaworld_reach episodes=50 root=<folder>
+              [action_noise=0.0] [suboptimal_frac=0.0] [seed=0] [overwrite=false]
 """
 
 console = Console(stderr=True)
@@ -102,6 +105,32 @@ def cmd_quickstart(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_demos(overrides: list[str]) -> int:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from robopolicy.demos_config import register_demos_config
+    from robopolicy.train_run import ConfigError
+
+    register_demos_config()
+    cfg = compose("demos", overrides)
+    try:  # resolve now, so a missing root or a bad interpolation names its key before anything runs
+        OmegaConf.resolve(cfg)
+        OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(err).strip()) from err
+    try:
+        root = instantiate(cfg.recorder)
+    except Exception as err:  # Hydra wraps the recorder's ValueError / FileExistsError; keep its message
+        cause = err.__cause__ or err
+        if isinstance(cause, (ValueError, FileExistsError)):
+            raise ConfigError(str(cause)) from err
+        raise
+    console.print(f"[bold]dataset[/]: {root}")
+    return 0
+
+
 def _print_eval(s: dict) -> None:
     line = f"{s['policy']} policy: " if "policy" in s else ""
     line += f"return {s['return_mean']:.1f} ± {s['return_ci95']:.1f} (95% CI, {s['episodes']} episodes)"
@@ -123,7 +152,7 @@ def _report(result) -> None:
         _print_eval(result.eval_summary)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "quickstart": cmd_quickstart}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from robopolicy.algorithms.bc import BCConfig
 from robopolicy.algorithms.ppo import PPOConfig
 from robopolicy.critic import CriticConfig
 from robopolicy.policy import PolicyConfig
@@ -70,6 +71,8 @@ class TrainConfig:
     """Write an mp4 of one evaluation episode at the end."""
     resume: str | None = None
     """A run folder or checkpoint folder to continue from."""
+    dataset: str | None = None
+    """LeRobotDataset directory of demonstrations; required for algo=bc."""
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -97,4 +100,5 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(group="algo", name="ppo_schema", node=PPOConfig)
+    cs.store(group="algo", name="bc_schema", node=BCConfig)
     cs.store(group="env", name="env_schema", node=EnvConfig)

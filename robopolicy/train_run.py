@@ -51,11 +51,26 @@ def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
     return PolicyConfig.from_dict(data)  # type: ignore[arg-type]
 
 
+ALGOS = ("ppo", "bc")
+
+
+def _algo_name(cfg: DictConfig) -> str:
+    """The algorithm of the run; for resume=, the one the run was started with."""
+    name = cfg.algo.get("name")
+    if cfg.get("resume"):
+        saved = resolve_checkpoint(cfg.resume) / "run_config.yaml"
+        if saved.is_file():
+            name = OmegaConf.load(saved).algo.get("name")
+    if name not in ALGOS:
+        raise ConfigError(f"algo.name: {name!r} is not available for `robopolicy train`; choose one of {list(ALGOS)}")
+    return str(name)
+
+
 def _algo_config(cfg: DictConfig) -> PPOConfig:
     data = OmegaConf.to_container(cfg.algo, resolve=True)
     name = data.get("name")  # type: ignore[union-attr]
     if name != "ppo":
-        raise ConfigError(f"algo.name: {name!r} is not available for `robopolicy train` yet; choose algo=ppo")
+        raise ConfigError(f"algo.name: {name!r} does not run on rollouts; algo=bc runs through run_training / run_bc")
     try:
         return PPOConfig(**data)  # type: ignore[arg-type]
     except ValueError as err:
@@ -156,6 +171,10 @@ def periodic_evaluator(cfg: DictConfig):
 
 def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     """Train as ``cfg`` says; write config, metrics, checkpoints and plot under runs/<name>/."""
+    if _algo_name(cfg) == "bc":
+        from robopolicy.bc_run import run_bc  # imports this module: import at call time
+
+        return run_bc(cfg, show_progress=show_progress)
     session = build_training(cfg)
     cfg, run_dir, trainer = session.cfg, session.run_dir, session.trainer
     try:

@@ -1,5 +1,6 @@
-"""Algorithms: a config dataclass and an ``update(rollout) -> metrics`` object each."""
+"""Algorithms: a config dataclass and an ``update(...) -> metrics`` object each."""
 
+from robopolicy.algorithms.bc import BC, BCConfig
 from robopolicy.algorithms.ppo import PPO, PPOConfig
 
-__all__ = ["PPO", "PPOConfig"]
+__all__ = ["BC", "PPO", "BCConfig", "PPOConfig"]

@@ -1,0 +1,124 @@
+"""Per-chunk inference latency at batch 1, state observations: our heads vs LeRobot DiffusionPolicy.
+
+Same process, same thread count, Meta-World-sized state (39-D) and action (4-D). For each policy
+we time one full chunk prediction (encoder + all denoising / integration / decoding steps):
+    ours: diffusion (10 DDIM steps), flow (10 Euler steps), tokens (H*A autoregressive tokens)
+    LeRobot DiffusionPolicy at its default config (1D-conv U-Net, DDPM, 100 steps, horizon 64)
+    LeRobot DiffusionPolicy matched to our diffusion policy in parameter count and steps (DDIM 10)
+
+    python benchmarks/inference_latency.py --quick   # ~30 s
+The last line is one JSON object with the median milliseconds per chunk and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+STATE_DIM, ACTION_DIM = 39, 4
+
+
+def median_ms(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def ours(head: str, chunk: int, options: dict):
+    from robopolicy.policy import Policy, PolicyConfig
+    from robopolicy.types import OBS_STATE
+
+    policy = Policy(PolicyConfig(head=head, head_options=options, state_dim=STATE_DIM, action_dim=ACTION_DIM,
+                                 chunk=chunk, action_low=[-1.0] * ACTION_DIM, action_high=[1.0] * ACTION_DIM)).eval()
+    obs = {OBS_STATE: torch.randn(1, STATE_DIM)}
+
+    @torch.inference_mode()
+    def act():
+        return policy.act(obs, deterministic=True).actions
+
+    return act, sum(p.numel() for p in policy.parameters())
+
+
+def lerobot_diffusion(**overrides):
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    cfg = DiffusionConfig(
+        device="cpu",
+        # LeRobot's diffusion policy needs a robot state and an image or an environment state: the 39-D
+        # Meta-World state is split as it is laid out (hand xyz + gripper, then objects and goal).
+        input_features={
+            "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(4,)),
+            "observation.environment_state": PolicyFeature(type=FeatureType.ENV, shape=(STATE_DIM - 4,)),
+        },
+        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
+        **overrides,
+    )
+    policy = DiffusionPolicy(cfg).eval()
+    batch = {"observation.state": torch.randn(1, cfg.n_obs_steps, 4),
+             "observation.environment_state": torch.randn(1, cfg.n_obs_steps, STATE_DIM - 4)}
+
+    @torch.inference_mode()
+    def act():
+        return policy.predict_action_chunk(batch)
+
+    return act, sum(p.numel() for p in policy.parameters()), cfg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (< 1 minute)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores here)")
+    parser.add_argument("--chunk", type=int, default=8, help="action chunk H of our heads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    repeats = 20 if args.quick else 100
+
+    results: dict[str, dict] = {}
+    for name, head, options in [
+        ("ours_diffusion", "diffusion", {"num_inference_steps": 10}),
+        ("ours_flow", "flow", {"num_steps": 10}),
+        ("ours_tokens", "tokens", {}),
+    ]:
+        fn, params = ours(head, args.chunk, options)
+        results[name] = {"ms": median_ms(fn, repeats), "params": params}
+        print(f"{name:>26}: {results[name]['ms']:7.2f} ms/chunk  ({params / 1e6:.2f}M params)", flush=True)
+
+    fn, params, cfg = lerobot_diffusion()
+    results["lerobot_default"] = {"ms": median_ms(fn, max(3, repeats // 10), warmup=1), "params": params,
+                                  "steps": cfg.num_train_timesteps, "horizon": cfg.horizon}
+    print(f"{'lerobot_default':>26}: {results['lerobot_default']['ms']:7.2f} ms/chunk  ({params / 1e6:.2f}M params, "
+          f"{cfg.noise_scheduler_type} {cfg.num_train_timesteps} steps, horizon {cfg.horizon})", flush=True)
+
+    # Matched: a small U-Net near our diffusion policy's parameter count, DDIM with our 10 steps.
+    target = results["ours_diffusion"]["params"]
+    fn, params, cfg = lerobot_diffusion(down_dims=(64, 128), diffusion_step_embed_dim=32, horizon=16,
+                                        n_action_steps=args.chunk, noise_scheduler_type="DDIM",
+                                        num_inference_steps=10)
+    results["lerobot_matched"] = {"ms": median_ms(fn, repeats), "params": params}
+    print(f"{'lerobot_matched':>26}: {results['lerobot_matched']['ms']:7.2f} ms/chunk  ({params / 1e6:.2f}M params vs "
+          f"ours {target / 1e6:.2f}M, DDIM 10 steps, horizon 16)", flush=True)
+
+    summary = {k: round(v["ms"], 3) for k, v in results.items()}
+    summary |= {f"{k}_params": v["params"] for k, v in results.items()}
+    summary["ratio_lerobot_matched_over_ours_diffusion"] = round(results["lerobot_matched"]["ms"]
+                                                                 / results["ours_diffusion"]["ms"], 2)
+    summary["ratio_lerobot_default_over_ours_diffusion"] = round(results["lerobot_default"]["ms"]
+                                                                 / results["ours_diffusion"]["ms"], 2)
+    summary["threads"], summary["chunk"] = args.threads, args.chunk
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

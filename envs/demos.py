@@ -1,0 +1,123 @@
+"""Record scripted-expert demonstrations of a Meta-World task as a LeRobotDataset (v3, no videos).
+
+    record_demos("reach-v3", episodes=50, root="data/reach-50")   # what `robopolicy demos` calls
+
+Per frame t (LeRobot's convention: ``next.*`` is what the action at t led to):
+    observation.state  (39,) float32   obs_t
+    action             (4,)  float32   a_t in [-1, 1] (after noise and clipping)
+    next.reward        (1,)  float32   r_{t+1}
+    next.success       (1,)  bool      info["success"] after a_t
+    next.done          (1,)  bool      last frame of the episode
+    suboptimal         (1,)  bool      the episode was recorded with the noisy (imperfect) policy
+    task               instruction string, e.g. "reach the goal position"
+An episode ends at the time limit or, with ``stop_on_success``, at its first successful frame.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from envs.metaworld import ENV_NAME, FPS, instruction, scripted_expert
+
+STATE_DIM, ACTION_DIM = 39, 4
+SUBOPTIMAL_NOISE = 1.0  # action noise std of an imperfect episode: the expert mostly fails with it
+
+FEATURES = {
+    "observation.state": {"dtype": "float32", "shape": (STATE_DIM,), "names": None},
+    "action": {"dtype": "float32", "shape": (ACTION_DIM,), "names": ["dx", "dy", "dz", "gripper"]},
+    "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+    "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+    "next.done": {"dtype": "bool", "shape": (1,), "names": None},
+    "suboptimal": {"dtype": "bool", "shape": (1,), "names": None},
+}
+
+
+def record_demos(
+    task: str,
+    episodes: int,
+    root: str | Path,
+    seed: int = 0,
+    action_noise: float = 0.0,
+    suboptimal_frac: float = 0.0,
+    max_episode_steps: int = 200,
+    progress: bool = True,
+    stop_on_success: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Run Meta-World's scripted expert on ``task`` for ``episodes`` episodes and write them to ``root``.
+
+    seed:            episode i resets with seed + i (goal/object placement), noise comes from ``seed`` too.
+    action_noise:    std of Gaussian noise added to every expert action (then clipped to [-1, 1]).
+    suboptimal_frac: probability that an episode uses noise std ``SUBOPTIMAL_NOISE`` instead (imperfect demos).
+    Returns ``root``; prints the success rate of the recorded episodes.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    episodes, max_episode_steps = int(episodes), int(max_episode_steps)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    if action_noise < 0:
+        raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+    if not 0.0 <= suboptimal_frac <= 1.0:
+        raise ValueError(f"suboptimal_frac must be in [0, 1], got {suboptimal_frac}")
+    root = Path(root)
+    if root.exists():
+        if not overwrite:
+            raise FileExistsError(f"root: {root} already exists; choose another folder or pass overwrite=true")
+        shutil.rmtree(root)
+
+    expert = scripted_expert(task)
+    text = instruction(task)
+    rng = np.random.default_rng(seed)
+    env = gym.make(ENV_NAME, task=task, max_episode_steps=max_episode_steps, disable_env_checker=True)
+    ds = LeRobotDataset.create(repo_id=f"local/{task}", fps=FPS, features=FEATURES, root=root, use_videos=False)
+    console = Console(stderr=True)
+    successes: list[bool] = []
+    cols = [TextColumn(f"[bold]demos[/] {task}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("success {task.fields[rate]}"), TimeRemainingColumn()]
+    try:
+        with Progress(*cols, console=console, disable=not progress) as bar:
+            job = bar.add_task("episodes", total=episodes, rate="-")
+            for ep in range(episodes):
+                bad = rng.random() < suboptimal_frac
+                std = SUBOPTIMAL_NOISE if bad else action_noise
+                obs, _ = env.reset(seed=seed + ep)
+                success = False
+                for _ in range(max_episode_steps):
+                    action = np.asarray(expert.get_action(obs), dtype=np.float64)
+                    if std > 0:
+                        action = action + rng.normal(0.0, std, size=action.shape)
+                    action = np.clip(action, -1.0, 1.0).astype(np.float32)
+                    next_obs, reward, terminated, truncated, info = env.step(action)
+                    step_success = bool(info.get("success", False))
+                    success |= step_success
+                    done = terminated or truncated or (stop_on_success and step_success)
+                    ds.add_frame({
+                        "observation.state": np.asarray(obs, dtype=np.float32),
+                        "action": action,
+                        "next.reward": np.array([reward], dtype=np.float32),
+                        "next.success": np.array([step_success]),
+                        "next.done": np.array([done]),
+                        "suboptimal": np.array([bad]),
+                        "task": text,
+                    })
+                    obs = next_obs
+                    if done:
+                        break
+                ds.save_episode()
+                successes.append(success)
+                bar.update(job, advance=1, rate=f"{np.mean(successes):.0%}")
+    finally:
+        env.close()
+        ds.finalize()
+    console.print(f"[bold green]demos[/]: {len(successes)} episodes of {task} -> {root}, "
+                  f"success rate {np.mean(successes):.0%} ({sum(successes)}/{len(successes)})")
+    return root

@@ -1,0 +1,121 @@
+"""Load a LeRobotDataset directory (ours from ``robopolicy demos`` or a user's) into memory as action chunks.
+
+    data = load_demos("data/reach-50", chunk=4)
+    data.obs["observation.state"]  (N, D) float32     N frames of all episodes
+    data.actions                   (N, H, A) float32  a_t .. a_{t+H-1} of the frame's episode
+    data.action_is_pad             (N, H) bool        True where t+h ran past the episode's last frame
+    data.episode_index             (N,) int64
+    data.task                      N instruction strings
+    data.stats                     {key: {"mean", "std", "min", "max"}} over the N frames, float32
+
+Chunks are built from the parquet columns in one vectorized pass; this is exactly what LeRobot's
+``delta_timestamps={"action": [i / fps for i in range(H)]}`` returns (padding repeats the episode's last
+action and sets ``action_is_pad``; a test checks the two agree) without N Python ``__getitem__`` calls.
+Only vector features are loaded (``observation.*`` of dtype float32/float64); images and videos are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robopolicy.types import ACTION, OBS_STATE
+
+_VECTOR_DTYPES = ("float32", "float64")
+
+
+@dataclass
+class DemoData:
+    obs: dict[str, Tensor]             # each (N, D...) float32
+    actions: Tensor                    # (N, H, A) float32
+    episode_index: Tensor              # (N,) int64
+    action_is_pad: Tensor              # (N, H) bool
+    task: list[str]                    # (N,) instruction strings
+    stats: dict[str, dict[str, Tensor]]  # per obs key and "action": mean / std / min / max, float32
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(torch.unique(self.episode_index).numel())
+
+
+def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> DemoData:
+    """Load every episode of the LeRobotDataset at ``root`` with H = ``chunk`` actions per frame.
+
+    Raises FileNotFoundError if ``root`` is not a dataset folder, and ValueError naming the episode and key
+    for a missing ``action`` / ``observation.*`` feature, a wrong shape or a NaN/Inf value.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root)
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if not (root / "meta" / "info.json").is_file():  # checked here: LeRobot would try the hub instead
+        raise FileNotFoundError(f"root: {root} is not a LeRobotDataset folder (no meta/info.json)")
+    ds = LeRobotDataset(repo_id or f"local/{root.name}", root=root)
+    features = ds.meta.features
+    if ACTION not in features:
+        raise ValueError(f"{root}: dataset has no {ACTION!r} feature (features: {sorted(features)})")
+    obs_keys = [k for k, f in features.items() if k.startswith("observation.") and f["dtype"] in _VECTOR_DTYPES]
+    if not obs_keys:
+        raise ValueError(f"{root}: dataset has no vector observation feature such as {OBS_STATE!r} "
+                         f"(features: {sorted(features)})")
+
+    hf = ds.hf_dataset.with_format("numpy")
+    episode = np.asarray(hf["episode_index"], dtype=np.int64)
+    frame = np.asarray(hf["frame_index"], dtype=np.int64)
+    columns = {k: _column(hf, k, episode, tuple(features[k]["shape"])) for k in [*obs_keys, ACTION]}
+    act = columns[ACTION]
+    if act.ndim != 2:
+        raise ValueError(f"{root}: {ACTION!r} must be one vector (A,) per frame, got shape {act.shape[1:]}")
+
+    # Frames of one episode are contiguous and ordered (LeRobot writes them so); check rather than assume.
+    order = np.lexsort((frame, episode))
+    if not np.array_equal(order, np.arange(len(order))):
+        raise ValueError(f"{root}: frames are not stored in (episode_index, frame_index) order")
+    # Chunk index t+h, clamped to the episode's last frame (LeRobot's padding): last[i] = last row of i's episode.
+    starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+    ends = np.r_[starts[1:], len(episode)] - 1
+    last = np.repeat(ends, np.diff(np.r_[starts, len(episode)]))
+    idx = np.arange(len(episode))[:, None] + np.arange(chunk)[None, :]  # (N, H)
+    pad = idx > last[:, None]
+    idx = np.minimum(idx, last[:, None])
+
+    tasks = ds.meta.tasks  # DataFrame indexed by instruction, column task_index
+    by_index = {int(i): str(t) for t, i in zip(tasks.index, tasks["task_index"], strict=True)}
+    task = [by_index[int(i)] for i in np.asarray(hf["task_index"])]
+
+    obs = {k: torch.from_numpy(columns[k].astype(np.float32)) for k in obs_keys}
+    actions = torch.from_numpy(act.astype(np.float32)[idx])
+    stats = {k: _stats(v) for k, v in obs.items()} | {ACTION: _stats(torch.from_numpy(act.astype(np.float32)))}
+    return DemoData(obs=obs, actions=actions, episode_index=torch.from_numpy(episode),
+                    action_is_pad=torch.from_numpy(pad), task=task, stats=stats)
+
+
+def _column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Column ``key`` as (N, *shape) float64, checked against the declared shape and for NaN/Inf."""
+    try:
+        values = np.stack([np.asarray(v, dtype=np.float64) for v in hf[key]])
+    except KeyError as err:
+        raise ValueError(f"{key!r}: declared in meta/info.json but missing from the data files") from err
+    except ValueError as err:  # ragged rows
+        raise ValueError(f"{key!r}: rows of different shapes ({err})") from err
+    if values.shape[1:] != shape:
+        bad = int(episode[0])
+        raise ValueError(f"episode {bad}, {key!r}: shape {values.shape[1:]}, expected {shape} (meta/info.json)")
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"episode {int(episode[row])}, {key!r}: non-finite value (NaN/Inf) at dataset row {row}")
+    return values
+
+
+def _stats(x: Tensor) -> dict[str, Tensor]:
+    return {"mean": x.mean(0), "std": x.std(0, unbiased=False), "min": x.amin(0), "max": x.amax(0)}

@@ -1,0 +1,159 @@
+"""Demonstrations: Meta-World scripted experts through our adapter, recording as LeRobotDataset v3, loading, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from envs.demos import record_demos
+from envs.metaworld import make_metaworld_env, scripted_expert
+from robopolicy.data import load_demos
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "MUJOCO_GL": "egl", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def reach3(tmp_path_factory) -> Path:
+    """3 clean expert episodes of reach-v3, at most 60 steps each (the expert succeeds in ~40)."""
+    return record_demos("reach-v3", 3, tmp_path_factory.mktemp("demos") / "reach3", seed=0,
+                        max_episode_steps=STEPS, progress=False)
+
+
+def test_scripted_expert_succeeds_through_adapter():
+    expert = scripted_expert("reach-v3")
+    env = make_metaworld_env("reach-v3", max_episode_steps=STEPS, seed=3)
+    try:
+        assert env.state_dim == 39 and env.action_dim == 4
+        obs, done = env.reset(), []
+        while len(done) < 3:
+            a = expert.get_action(obs["observation.state"][0].numpy())
+            res = env.step(torch.as_tensor(a, dtype=torch.float32).view(1, 1, 4))
+            obs = res.obs
+            done += res.episodes
+        assert all(e.success is not None for e in done)
+        assert sum(e.success for e in done) >= 2, done
+    finally:
+        env.close()
+
+
+def test_recorded_dataset_loads_with_plain_lerobot(reach3: Path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("local/reach-v3", root=reach3)
+    assert ds.num_episodes == 3 and ds.fps == 80
+    item = ds[0]
+    assert item["observation.state"].shape == (39,) and item["action"].shape == (4,)
+    assert item["task"] == "reach the goal position"
+    succ = np.asarray(ds.hf_dataset.with_format("numpy")["next.success"]).reshape(-1)
+    assert succ.sum() >= 2  # episodes stop at their first success
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_load_demos_shapes_and_padding(reach3: Path, chunk: int):
+    data = load_demos(reach3, chunk=chunk)
+    N = len(data)
+    assert data.obs["observation.state"].shape == (N, 39) and data.obs["observation.state"].dtype == torch.float32
+    assert data.actions.shape == (N, chunk, 4) and data.action_is_pad.shape == (N, chunk)
+    assert data.episode_index.shape == (N,) and data.num_episodes == 3 and len(data.task) == N
+    assert set(data.stats) == {"observation.state", "action"} and data.stats["action"]["mean"].shape == (4,)
+    # Padding only in the last chunk - 1 frames of each episode: (chunk - 1) * chunk / 2 pad slots per episode.
+    assert int(data.action_is_pad.sum()) == 3 * (chunk - 1) * chunk // 2
+    assert not data.action_is_pad[:, 0].any()
+    ends = torch.nonzero(data.episode_index[1:] != data.episode_index[:-1]).flatten()
+    for e in ends.tolist():  # last frame of an episode: every later slot is padding, filled with its action
+        assert data.action_is_pad[e, 1:].all()
+        assert torch.equal(data.actions[e], data.actions[e, :1].expand(chunk, 4))
+
+
+def test_load_demos_matches_lerobot_delta_timestamps(reach3: Path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    H = 4
+    data = load_demos(reach3, chunk=H)
+    ds = LeRobotDataset("local/reach-v3", root=reach3, delta_timestamps={"action": [i / 80 for i in range(H)]})
+    ends = torch.nonzero(data.episode_index[1:] != data.episode_index[:-1]).flatten().tolist()
+    for i in [0, 1, ends[0] - 1, ends[0], ends[0] + 1, len(data) - 1]:
+        item = ds[i]
+        assert torch.allclose(item["action"], data.actions[i]), i
+        assert torch.equal(item["action_is_pad"], data.action_is_pad[i]), i
+        assert torch.allclose(item["observation.state"], data.obs["observation.state"][i]), i
+
+
+def test_action_noise_changes_actions(reach3: Path, tmp_path: Path):
+    noisy = record_demos("reach-v3", 1, tmp_path / "noisy", seed=0, action_noise=0.3, max_episode_steps=20,
+                         progress=False, stop_on_success=False)
+    clean = load_demos(reach3).actions[:20, 0]
+    got = load_demos(noisy).actions[:, 0]
+    assert got.shape == (20, 4)
+    assert not torch.allclose(got, clean)
+    assert got.abs().max() <= 1.0  # clipped to the action bounds
+
+
+def _data_file(root: Path) -> Path:
+    return next((root / "data").rglob("*.parquet"))
+
+
+def test_nan_action_is_rejected_naming_episode_and_key(reach3: Path, tmp_path: Path):
+    bad = tmp_path / "bad"
+    shutil.copytree(reach3, bad)
+    df = pd.read_parquet(_data_file(bad))
+    row = int(np.flatnonzero(df["episode_index"].to_numpy() == 1)[3])
+    actions = [np.asarray(a, dtype=np.float32) for a in df["action"]]
+    actions[row] = actions[row].copy()
+    actions[row][2] = np.nan
+    df["action"] = actions
+    df.to_parquet(_data_file(bad))
+    with pytest.raises(ValueError, match=r"episode 1, 'action': non-finite"):
+        load_demos(bad)
+
+
+def test_missing_action_feature_is_rejected(reach3: Path, tmp_path: Path):
+    bad = tmp_path / "noaction"
+    shutil.copytree(reach3, bad)
+    info_path = bad / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    del info["features"]["action"]
+    info_path.write_text(json.dumps(info))
+    df = pd.read_parquet(_data_file(bad)).drop(columns=["action"])
+    df.to_parquet(_data_file(bad))
+    with pytest.raises(ValueError, match=r"no 'action' feature"):
+        load_demos(bad)
+
+
+def test_not_a_dataset_folder(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="not a LeRobotDataset"):
+        load_demos(tmp_path)
+
+
+def robopolicy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robopolicy", *args], capture_output=True, text=True, env=ENV,
+                          check=False, timeout=120, cwd=REPO)
+
+
+def test_cli_demos_writes_a_dataset(tmp_path: Path):
+    root = tmp_path / "cli"
+    out = robopolicy("demos", "env=metaworld_reach", "episodes=2", f"root={root}", "env.max_episode_steps=30",
+                     "action_noise=0.1", "seed=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "success rate" in out.stderr
+    data = load_demos(root, chunk=2)
+    assert data.num_episodes == 2 and data.actions.shape[1:] == (2, 4)
+
+
+def test_cli_demos_wrong_key_exits_2_naming_it(tmp_path: Path):
+    out = robopolicy("demos", "env=metaworld_reach", "episodez=2", f"root={tmp_path / 'x'}")
+    assert out.returncode == 2 and "episodez" in out.stderr
+    out = robopolicy("demos", "env=metaworld_reach", "suboptimal_frac=2", f"root={tmp_path / 'y'}")
+    assert out.returncode == 2 and "suboptimal_frac" in out.stderr
+    assert not (tmp_path / "y").exists()
