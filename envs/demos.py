@@ -55,6 +55,9 @@ def record_demos(
     suboptimal_frac: probability that an episode uses noise std ``SUBOPTIMAL_NOISE`` instead (imperfect demos).
     Returns ``root``; prints the success rate of the recorded episodes.
     """
+    from robopolicy.data.demos import quiet_lerobot_video_probe
+
+    quiet_lerobot_video_probe()  # before lerobot's import, which probes the video backend
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

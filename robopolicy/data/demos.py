@@ -16,6 +16,7 @@ Only vector features are loaded (``observation.*`` of dtype float32/float64); im
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,12 @@ import torch
 from torch import Tensor
 
 from robopolicy.types import ACTION, OBS_STATE
+
+
+def quiet_lerobot_video_probe() -> None:
+    """LeRobot logs a long torchcodec traceback when FFmpeg's shared libraries are missing and then
+    falls back to pyav. Our datasets are state-only (no video decoding), so that noise is hidden."""
+    logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 _VECTOR_DTYPES = ("float32", "float64")
 
@@ -51,6 +58,7 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
     Raises FileNotFoundError if ``root`` is not a dataset folder, and ValueError naming the episode and key
     for a missing ``action`` / ``observation.*`` feature, a wrong shape or a NaN/Inf value.
     """
+    quiet_lerobot_video_probe()
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = Path(root)
