@@ -22,6 +22,7 @@ USAGE = """usage: robopolicy <command> [key=value ...]
 
 commands:
   train       train a policy (Hydra overrides of configs/train.yaml, e.g. env=hopper algo.n_steps=512)
+  finetune    continue training a saved policy with PPO: ckpt=<policy|checkpoint|run folder> env=... algo=ppo
   eval        evaluate a checkpoint: ckpt=<run|checkpoint|policy folder> [episodes=N] [video=true]
   quickstart  train PPO on InvertedDoublePendulum-v5 and evaluate it with a video
   demos       record scripted-expert demos as a LeRobotDataset: env=metaworld_reach episodes=50 root=<folder>
@@ -63,6 +64,20 @@ def cmd_train(overrides: list[str]) -> int:
     from robopolicy.train_run import run_training
 
     cfg = compose("train", overrides)
+    result = run_training(cfg, show_progress=True)
+    _report(result)
+    return 0
+
+
+def cmd_finetune(overrides: list[str]) -> int:
+    """`robopolicy finetune ckpt=<policy> ...` is `robopolicy train init_policy=<policy> ...`."""
+    from robopolicy.train_run import ConfigError, run_training
+
+    ckpts = [o for o in overrides if o.startswith("ckpt=")]
+    if not ckpts:
+        raise ConfigError("ckpt: required, e.g. robopolicy finetune ckpt=runs/<bc run> env=metaworld_reach algo=ppo")
+    rest = [o for o in overrides if not o.startswith("ckpt=")]
+    cfg = compose("train", [f"init_policy={ckpts[-1].split('=', 1)[1]}", *rest])
     result = run_training(cfg, show_progress=True)
     _report(result)
     return 0
@@ -152,7 +167,7 @@ def _report(result) -> None:
         _print_eval(result.eval_summary)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos}
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos}
 
 
 def main(argv: list[str] | None = None) -> int:

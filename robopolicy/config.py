@@ -73,6 +73,8 @@ class TrainConfig:
     """A run folder or checkpoint folder to continue from."""
     dataset: str | None = None
     """LeRobotDataset directory of demonstrations; required for algo=bc."""
+    init_policy: str | None = None
+    """Policy / checkpoint / run folder to start from (fine-tuning); replaces the policy= architecture."""
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.algorithms.ppo import PPO, PPOConfig
-from robopolicy.checkpoint import load_training_state, resolve_checkpoint
+from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.evaluate import evaluate
 from robopolicy.policy import Policy, PolicyConfig
@@ -77,6 +77,19 @@ def _algo_config(cfg: DictConfig) -> PPOConfig:
         raise ConfigError(str(err)) from err
 
 
+def initial_policy(cfg: DictConfig, env: Any) -> Policy:
+    """A fresh policy for the env, or the one ``init_policy`` points to, checked against the env."""
+    if not cfg.get("init_policy") or cfg.get("resume"):
+        return Policy(policy_config_for(cfg, env))
+    policy = load_policy(cfg.init_policy)
+    have = (policy.config.state_dim, policy.config.action_dim, policy.config.chunk)
+    want = (int(env.state_dim), int(env.action_dim), int(env.chunk))
+    if have != want:
+        raise ConfigError(f"init_policy: {cfg.init_policy} has (state_dim, action_dim, chunk) = {have}, "
+                          f"the env {cfg.env.id} needs {want}")
+    return policy
+
+
 def build_env(env_cfg: DictConfig) -> Any:
     """Instantiate the env node; a failure becomes a ConfigError that names the env and why."""
     try:
@@ -133,10 +146,14 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     seed_everything(int(cfg.seed))
     env_cfg = OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)})
     env = build_env(env_cfg)
+    try:
+        policy = initial_policy(cfg, env).to(cfg.device)
+    except Exception:
+        env.close()
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    policy = Policy(policy_config_for(cfg, env)).to(cfg.device)
     critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
     algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps))
     state: dict[str, Any] = {"step": 0, "iteration": 0, "policy_version": 0}
