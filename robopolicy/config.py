@@ -75,6 +75,9 @@ class TrainConfig:
     """LeRobotDataset directory of demonstrations; required for algo=bc."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder to start from (fine-tuning); replaces the policy= architecture."""
+    update_obs_stats: bool | None = None
+    """Keep updating the policy's observation statistics from rollouts; None: yes for a fresh policy,
+    no when starting from init_policy (its statistics are what its weights were trained on)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)

@@ -4,7 +4,8 @@
         rollout = source.collect(policy)         (T, B, ...) from one policy version
         metrics = algo.update(rollout)           the shared objective, minibatched
         policy.normalizer.update(rollout.obs)    after the update, so the update saw the
-                                                 same statistics as the rollout did
+                                                 same statistics as the rollout did (frozen
+                                                 when fine-tuning a pretrained policy)
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Trainer:
         self.evaluator = evaluator
         self.best_return = -float("inf")
         self.stopped_at_return = False
+        flag = cfg.get("update_obs_stats")
+        self.update_obs_stats = (not cfg.get("init_policy")) if flag is None else bool(flag)
 
     def train(self, total_steps: int, show_progress: bool = True) -> dict[str, float]:
         every = max(1, int(self.cfg.checkpoint_every))
@@ -70,7 +73,8 @@ class Trainer:
                 rollout = self.source.collect(self.policy)
                 t1 = time.perf_counter()
                 metrics = self.algo.update(rollout, progress=self.step / total_steps)
-                self.policy.normalizer.update(rollout.obs)
+                if self.update_obs_stats:
+                    self.policy.normalizer.update(rollout.obs)
                 t2 = time.perf_counter()
                 steps = int(rollout.chunk_steps.sum())
                 self.step += steps
