@@ -13,19 +13,17 @@ action_dim, chunk and action bounds exactly as for PPO; the dataset must match t
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from robopolicy.algorithms.bc import BC, BCConfig, fill_padded_actions, set_obs_stats
-from robopolicy.checkpoint import resolve_checkpoint, save_checkpoint
-from robopolicy.evaluate import evaluate
+from robopolicy.checkpoint import load_train_state, resolve_checkpoint, save_best, save_checkpoint
+from robopolicy.evaluate import eval_metrics, evaluate
 from robopolicy.policy import Policy
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.train_run import (
@@ -127,11 +125,7 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     bc.sync_ema()
     state: dict[str, Any] = {"step": 0, "best_return": -float("inf")}
     if resume_ckpt is not None:
-        state = torch.load(resume_ckpt / "train_state.pt", weights_only=False)
-        rng = state.pop("rng")
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        state = load_train_state(resume_ckpt)
         bc.load_state_dict(state["algo"])
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -177,8 +171,7 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                     row |= evaluator(bc.eval_policy)
                     if cfg.keep_best and row["eval/return"] > best:
                         best = row["eval/return"]
-                        bc.eval_policy.save_pretrained(run_dir / "checkpoints" / "best" / "policy")
-                        (run_dir / "checkpoints" / "best" / "step.txt").write_text(f"{step} {best}\n")
+                        save_best(run_dir, bc.eval_policy, step, best)
                     bar.update(task, ret=f"{row['eval/return']:.1f}")
                 if row:
                     logger.log(step, row)
@@ -190,9 +183,7 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
         if episodes > 0:
             result = evaluate(bc.eval_policy, cfg.env, episodes=episodes, seed=10_000 + int(cfg.seed))
             eval_summary = result.summary() | {"policy": f"last (step {step})"}
-            final = {"eval/return": eval_summary["return_mean"]}
-            if "success_rate" in eval_summary:
-                final["eval/success"] = eval_summary["success_rate"]
+            final = eval_metrics(eval_summary)
             logger.log(step, final)
             last = last | final
     finally:

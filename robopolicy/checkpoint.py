@@ -86,9 +86,21 @@ def load_training_state(ckpt: Path, policy: Policy, critic: ValueCritic) -> dict
     fresh = Policy.from_pretrained(ckpt / "policy")
     policy.load_state_dict(fresh.state_dict())
     load_state_checked(critic, load_file(str(ckpt / "critic.safetensors")), ckpt / "critic.safetensors")
+    return load_train_state(ckpt)
+
+
+def load_train_state(ckpt: Path) -> dict[str, Any]:
+    """train_state.pt of a checkpoint, with the torch / numpy / python RNG states restored."""
     state = torch.load(ckpt / "train_state.pt", weights_only=False)
     rng = state.pop("rng")
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     return state
+
+
+def save_best(run_dir: Path, policy: Policy, step: int, eval_return: float) -> None:
+    """checkpoints/best/policy and the step and return it was evaluated at."""
+    best = run_dir / "checkpoints" / "best"
+    policy.save_pretrained(best / "policy")
+    (best / "step.txt").write_text(f"{step} {eval_return}\n")

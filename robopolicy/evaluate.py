@@ -43,6 +43,14 @@ class EvalResult:
         return out
 
 
+def eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The metrics.jsonl entries of an evaluation summary."""
+    out = {"eval/return": summary["return_mean"]}
+    if "success_rate" in summary:
+        out["eval/success"] = summary["success_rate"]
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     policy: Policy,

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
-from robopolicy.evaluate import evaluate
+from robopolicy.evaluate import eval_metrics, evaluate
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
@@ -177,11 +177,7 @@ def periodic_evaluator(cfg: DictConfig):
 
     def run(policy: Policy) -> dict[str, float]:
         counter["n"] += 1
-        summary = evaluate(policy, cfg.env, episodes=episodes, seed=20_000 + 1000 * counter["n"]).summary()
-        out = {"eval/return": summary["return_mean"]}
-        if "success_rate" in summary:
-            out["eval/success"] = summary["success_rate"]
-        return out
+        return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000 + 1000 * counter["n"]).summary())
 
     return run
 
@@ -210,9 +206,7 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
                               video_path=video)
             eval_summary = result.summary() | {"policy": which}
-            session.logger.log(trainer.step, {"eval/return": eval_summary["return_mean"],
-                                              **({"eval/success": eval_summary["success_rate"]}
-                                                 if "success_rate" in eval_summary else {})})
+            session.logger.log(trainer.step, eval_metrics(eval_summary))
     finally:
         session.close()
     plot = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from robopolicy.checkpoint import save_checkpoint
+from robopolicy.checkpoint import save_best, save_checkpoint
 from robopolicy.critic import ValueCritic
 from robopolicy.policy import Policy
 from robopolicy.rollout import ExperienceSource, episode_summary
@@ -110,8 +110,7 @@ class Trainer:
     def _after_eval(self, eval_return: float) -> None:
         if self.cfg.get("keep_best", False) and eval_return > self.best_return:
             self.best_return = eval_return
-            self.policy.save_pretrained(self.run_dir / "checkpoints" / "best" / "policy")
-            (self.run_dir / "checkpoints" / "best" / "step.txt").write_text(f"{self.step} {eval_return}\n")
+            save_best(self.run_dir, self.policy, self.step, eval_return)
         stop = self.cfg.get("stop_return")
         self.stopped_at_return = stop is not None and eval_return >= float(stop)
 
