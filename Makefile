@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 
-.PHONY: quickstart test lint clean-venv
+.PHONY: quickstart test lint clean-venv proto
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.12 not found: install Python 3.12 or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -27,3 +27,7 @@ lint: $(VENV)/.installed
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Regenerate fleet/proto/*_pb2*.py from fleet/proto/fleet.proto (needs the dev extra: grpcio-tools).
+proto: $(VENV)/.installed
+	$(VPY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. fleet/proto/fleet.proto
