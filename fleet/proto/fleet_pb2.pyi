@@ -19,7 +19,7 @@ class CameraSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class RobotSpec(_message.Message):
-    __slots__ = ("robot_id", "embodiment", "state_dim", "action_dim", "cameras", "action_low", "action_high", "software_version", "task", "fps")
+    __slots__ = ("robot_id", "embodiment", "state_dim", "action_dim", "cameras", "action_low", "action_high", "software_version", "task", "fps", "trace_dim")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     EMBODIMENT_FIELD_NUMBER: _ClassVar[int]
     STATE_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class RobotSpec(_message.Message):
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_DIM_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     embodiment: str
     state_dim: int
@@ -40,7 +41,8 @@ class RobotSpec(_message.Message):
     software_version: str
     task: str
     fps: int
-    def __init__(self, robot_id: _Optional[str] = ..., embodiment: _Optional[str] = ..., state_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., cameras: _Optional[_Iterable[_Union[CameraSpec, _Mapping]]] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., software_version: _Optional[str] = ..., task: _Optional[str] = ..., fps: _Optional[int] = ...) -> None: ...
+    trace_dim: int
+    def __init__(self, robot_id: _Optional[str] = ..., embodiment: _Optional[str] = ..., state_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., cameras: _Optional[_Iterable[_Union[CameraSpec, _Mapping]]] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., software_version: _Optional[str] = ..., task: _Optional[str] = ..., fps: _Optional[int] = ..., trace_dim: _Optional[int] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("spec",)
@@ -59,7 +61,7 @@ class RegisterReply(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class EpisodeChunk(_message.Message):
-    __slots__ = ("session_id", "robot_id", "episode_id", "chunk_index", "last", "num_steps", "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp", "images", "success_episode")
+    __slots__ = ("session_id", "robot_id", "episode_id", "chunk_index", "last", "num_steps", "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp", "images", "success_episode", "trace")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class EpisodeChunk(_message.Message):
     LOGP_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_EPISODE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     robot_id: str
     episode_id: str
@@ -94,7 +97,8 @@ class EpisodeChunk(_message.Message):
     logp: bytes
     images: _containers.RepeatedCompositeFieldContainer[Frame]
     success_episode: bool
-    def __init__(self, session_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., last: _Optional[bool] = ..., num_steps: _Optional[int] = ..., state: _Optional[bytes] = ..., action: _Optional[bytes] = ..., reward: _Optional[bytes] = ..., done: _Optional[bytes] = ..., intervention: _Optional[bytes] = ..., policy_version: _Optional[bytes] = ..., timestamp: _Optional[bytes] = ..., success: _Optional[bytes] = ..., logp: _Optional[bytes] = ..., images: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., success_episode: _Optional[bool] = ...) -> None: ...
+    trace: bytes
+    def __init__(self, session_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., last: _Optional[bool] = ..., num_steps: _Optional[int] = ..., state: _Optional[bytes] = ..., action: _Optional[bytes] = ..., reward: _Optional[bytes] = ..., done: _Optional[bytes] = ..., intervention: _Optional[bytes] = ..., policy_version: _Optional[bytes] = ..., timestamp: _Optional[bytes] = ..., success: _Optional[bytes] = ..., logp: _Optional[bytes] = ..., images: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., success_episode: _Optional[bool] = ..., trace: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("camera", "data")

@@ -1,0 +1,210 @@
+"""The learner's gRPC service: registration, durable episode ingest, weight streaming, health.
+
+    server, service = start_learner_server(cfg, store, publisher, tokens)   serves until server.stop()
+
+Per call: the token of the robot named in the metadata is checked (UNAUTHENTICATED otherwise); a message that
+names another robot is refused (PERMISSION_DENIED); a payload that does not fit the robot's registered spec ends
+only that robot's stream with INVALID_ARGUMENT and a message naming the field. gRPC itself refuses a message larger
+than ``max_message_bytes`` (RESOURCE_EXHAUSTED). Each stream is served by its own thread, so one robot's error or
+slowness never touches another's stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+
+from fleet.codec import PayloadError, check_spec, decode_chunk
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.security import TokenBook, server_credentials
+from fleet.store import EpisodeStore
+from fleet.weights import WeightPublisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RobotStats:
+    """What the live table shows per robot (updated by the ingest threads)."""
+
+    episodes: int = 0
+    transitions: int = 0
+    bytes: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    last_error: str = ""
+    held_version: int = -1
+    held_since: float = 0.0
+    spooled: int = 0
+    successes: deque = field(default_factory=lambda: deque(maxlen=20))
+    connected: bool = False
+
+    def row(self) -> dict:
+        s = list(self.successes)
+        return {"episodes": self.episodes, "transitions": self.transitions, "bytes": self.bytes,
+                "duplicates": self.duplicates, "rejected": self.rejected, "last_error": self.last_error,
+                "held_version": self.held_version, "spooled": self.spooled, "connected": self.connected,
+                "success": (sum(s) / len(s)) if s else None}
+
+
+class LearnerService(pb_grpc.LearnerServicer):
+    def __init__(self, store: EpisodeStore, publisher: WeightPublisher, tokens: TokenBook, max_message_bytes: int,
+                 limits: dict[str, int], piece_bytes: int = 1 << 20):
+        self.store, self.publisher, self.tokens = store, publisher, tokens
+        self.max_message_bytes, self.limits, self.piece_bytes = max_message_bytes, limits, piece_bytes
+        self.sessions: dict[str, str] = {}
+        self.stats: dict[str, RobotStats] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # --- helpers --------------------------------------------------------------------------
+    def _caller(self, context: grpc.ServicerContext) -> str:
+        robot_id = self.tokens.check(context.invocation_metadata())
+        if robot_id is None:
+            md = dict(context.invocation_metadata() or ())
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          f"robot {md.get('x-robot-id', '')!r}: missing or wrong token (metadata 'authorization')")
+        return robot_id
+
+    def _session(self, context: grpc.ServicerContext, session_id: str, caller: str) -> None:
+        owner = self.sessions.get(session_id)
+        if owner is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"session {session_id!r} unknown; register again")
+        if owner != caller:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"robot {caller!r} cannot use the session of robot {owner!r}")
+
+    def _stat(self, robot_id: str) -> RobotStats:
+        with self.lock:
+            return self.stats.setdefault(robot_id, RobotStats())
+
+    # --- rpcs -----------------------------------------------------------------------------
+    def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
+        caller = self._caller(context)
+        spec = request.spec
+        if spec.robot_id != caller:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"robot {caller!r} cannot register as {spec.robot_id!r}")
+        try:
+            check_spec(spec, self.limits)
+        except PayloadError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        self.store.register(spec)
+        session = uuid.uuid4().hex
+        with self.lock:
+            self.sessions[session] = caller
+        self._stat(caller)
+        log.info("registered %s (%s, D=%d A=%d, %d cameras)", caller, spec.embodiment, spec.state_dim,
+                 spec.action_dim, len(spec.cameras))
+        return pb.RegisterReply(session_id=session, policy_version=self.publisher.latest,
+                                max_message_bytes=self.max_message_bytes)
+
+    def StreamEpisodes(self, request_iterator, context: grpc.ServicerContext):
+        caller = self._caller(context)
+        stat = self._stat(caller)
+        stat.connected = True
+        try:
+            for chunk in request_iterator:
+                self._session(context, chunk.session_id, caller)
+                if chunk.robot_id != caller:
+                    stat.rejected += 1
+                    stat.last_error = f"wrote as {chunk.robot_id!r}"
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                  f"robot {caller!r} cannot write episodes as {chunk.robot_id!r}")
+                spec = self.store.spec(caller)
+                try:
+                    piece = decode_chunk(spec, chunk)
+                except PayloadError as err:
+                    stat.rejected += 1
+                    stat.last_error = str(err)
+                    log.warning("rejected chunk %s/%d from %s: %s", chunk.episode_id, chunk.chunk_index, caller, err)
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"episode {chunk.episode_id} chunk {chunk.chunk_index}: {err}")
+                raw = chunk.SerializeToString()
+                dup = self.store.put(caller, chunk, raw, piece)
+                if dup:
+                    stat.duplicates += 1
+                else:
+                    stat.transitions += piece.num_steps
+                    stat.bytes += len(raw)
+                    if chunk.last:
+                        stat.episodes += 1
+                        stat.successes.append(bool(chunk.success_episode))
+                yield pb.ChunkAck(episode_id=chunk.episode_id, chunk_index=chunk.chunk_index, duplicate=dup,
+                                  stored_episodes=stat.episodes)
+        finally:
+            stat.connected = False
+
+    def SubscribePolicy(self, request: pb.PolicyRequest, context: grpc.ServicerContext):
+        caller = self._caller(context)
+        self._session(context, request.session_id, caller)
+        have = request.have_version
+        while context.is_active() and not self.stopping.is_set():
+            v = self.publisher.wait_newer(have, timeout=0.5)
+            if v is None:
+                continue
+            yield from self._pieces(context, v)
+            have = v
+
+    def FetchPolicy(self, request: pb.FetchRequest, context: grpc.ServicerContext):
+        caller = self._caller(context)
+        self._session(context, request.session_id, caller)
+        v = self.publisher.latest if request.version < 0 else request.version
+        if v < 0:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no policy has been published yet")
+        yield from self._pieces(context, v)
+
+    def _pieces(self, context: grpc.ServicerContext, version: int):
+        try:
+            pieces = list(self.publisher.pieces(version, self.piece_bytes))
+        except KeyError:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"policy version {version} is not kept (latest "
+                          f"{self.publisher.latest}, kept {sorted(self.publisher.versions)})")
+        yield from pieces
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthReply:
+        caller = self._caller(context)
+        if request.session_id:
+            self._session(context, request.session_id, caller)
+            stat = self._stat(caller)
+            stat.held_version, stat.held_since, stat.spooled = (request.held_version, request.held_since,
+                                                                request.spooled_chunks)
+        with self.lock:
+            rows = {rid: s.row() for rid, s in self.stats.items()}
+        return pb.HealthReply(
+            policy_version=self.publisher.latest, robots=len(rows),
+            episodes=sum(r["episodes"] for r in rows.values()),
+            transitions=sum(r["transitions"] for r in rows.values()),
+            bytes_ingested=sum(r["bytes"] for r in rows.values()),
+            rejected=sum(r["rejected"] for r in rows.values()),
+            metrics_json=json.dumps({"time": time.time(), "robots": rows}))
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.so_reuseport", 0)]
+
+
+def start_learner_server(service: LearnerService, host: str, port: int, max_workers: int,
+                         tls_cert: str | None = None, tls_key: str | None = None) -> tuple[grpc.Server, int]:
+    """Bind and start; returns the server and the bound port (``port=0`` picks a free one)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="learner"),
+                         options=server_options(service.max_message_bytes))
+    pb_grpc.add_LearnerServicer_to_server(service, server)
+    addr = f"{host}:{port}"
+    bound = (server.add_secure_port(addr, server_credentials(tls_cert, tls_key)) if tls_cert
+             else server.add_insecure_port(addr))
+    if bound == 0:
+        raise OSError(f"port: cannot bind {addr}")
+    server.start()
+    return server, bound
