@@ -80,9 +80,10 @@ class FleetClient:
             self._threads.append(t)
         return self
 
-    def submit(self, episode_id: str, chunk_index: int, last: bool, piece: EpisodePiece) -> int:
+    def submit(self, episode_id: str, chunk_index: int, last: bool, piece: EpisodePiece,
+               episode_success: bool = False) -> int:
         """Encode and spool one chunk (durable on return); raises ValueError if it exceeds the message limit."""
-        msg = encode_chunk(self.spec, piece, "", episode_id, chunk_index, last)
+        msg = encode_chunk(self.spec, piece, "", episode_id, chunk_index, last, episode_success)
         size = msg.ByteSize() + 64  # + the session id set at send time
         if size > self.max_message_bytes:
             raise ValueError(f"chunk of {piece.num_steps} steps is {size} bytes > max_message_bytes "

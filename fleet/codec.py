@@ -83,10 +83,10 @@ def decode_image(data: bytes) -> np.ndarray | None:
 
 
 def encode_chunk(spec: pb.RobotSpec, piece: EpisodePiece, session_id: str, episode_id: str, chunk_index: int,
-                 last: bool) -> pb.EpisodeChunk:
+                 last: bool, episode_success: bool = False) -> pb.EpisodeChunk:
     msg = pb.EpisodeChunk(session_id=session_id, robot_id=spec.robot_id, episode_id=episode_id,
                           chunk_index=chunk_index, last=last, num_steps=piece.num_steps,
-                          success_episode=bool(last and piece.success.any()))
+                          success_episode=bool(last and (episode_success or piece.success.any())))
     for name, (dtype, _) in _VECTORS.items():
         setattr(msg, name, np.ascontiguousarray(getattr(piece, name), dtype=dtype).tobytes())
     for t in range(piece.num_steps):

@@ -27,6 +27,7 @@ commands:
   quickstart  train PPO on InvertedDoublePendulum-v5 and evaluate it with a video
   demos       record scripted-expert demos as a LeRobotDataset: env=metaworld_reach episodes=50 root=<folder>
               [action_noise=0.0] [suboptimal_frac=0.0] [seed=0] [overwrite=false]
+  fleet       robots and a central learner: fleet <learner|robot|demo|certs> [key=value ...] (docs/fleet.md)
 """
 
 console = Console(stderr=True)
@@ -146,6 +147,12 @@ def cmd_demos(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_fleet(args: list[str]) -> int:
+    from fleet.cli import main as fleet_main  # the fleet package builds on robopolicy, so import it only here
+
+    return fleet_main(args)
+
+
 def _print_eval(s: dict) -> None:
     line = f"{s['policy']} policy: " if "policy" in s else ""
     line += f"return {s['return_mean']:.1f} ± {s['return_ci95']:.1f} (95% CI, {s['episodes']} episodes)"
@@ -167,7 +174,8 @@ def _report(result) -> None:
         _print_eval(result.eval_summary)
 
 
-COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos}
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos,
+            "fleet": cmd_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

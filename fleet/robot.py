@@ -1,0 +1,208 @@
+"""`robopolicy fleet robot`: a fixed-rate control loop that streams its episodes to the learner.
+
+    control thread (control_hz)          inference thread                  FleetClient threads
+    ---------------------------          ----------------                  -------------------
+    obs --request(obs)--------------->   swap in a newer policy if any     upload spool, receive weights
+    wait for the chunk (B=1, H, A)  <--  policy.act(obs) -> chunk
+    execute H actions at the rate;       (weights change only here,
+    teleoperator may override each       i.e. between chunks)
+    record step -> episode buffer -> every chunk_steps steps: client.submit (spooled, fsynced) -> learner
+
+Interventions: a teleoperator object with ``action(obs, step) -> np.ndarray | None`` (None: the policy acts). The
+scripted one (Meta-World's expert) takes over once ``takeover_after`` of the time limit passed without success and
+keeps control to the end of the episode; the executed action is the teleoperator's and its step is marked.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from fleet.client import FleetClient
+from fleet.codec import EpisodePiece
+from fleet.proto import fleet_pb2 as pb
+from robopolicy.policy import Policy
+from robopolicy.types import OBS_STATE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkResult:
+    actions: np.ndarray  # (H, A)
+    trace: np.ndarray    # (trace_dim,) flattened trace of this policy step
+    logp: float          # summed over the S inner decisions
+    version: int
+
+
+class InferenceWorker:
+    """Runs the policy on its own thread; ``set_policy`` stages new weights, swapped in before the next chunk."""
+
+    def __init__(self, policy: Policy, version: int, deterministic: bool = False):
+        self.policy, self.version, self.deterministic = policy, version, deterministic
+        self._staged: tuple[int, Policy] | None = None
+        self._lock = threading.Lock()
+        self._requests: queue.Queue = queue.Queue(maxsize=1)
+        self._results: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def set_policy(self, version: int, policy: Policy, published_at: float = 0.0) -> None:
+        with self._lock:
+            if version > self.version:
+                self._staged = (version, policy)
+
+    def request(self, obs: np.ndarray) -> None:
+        self._requests.put(obs)
+
+    def result(self, timeout: float = 30.0) -> ChunkResult:
+        return self._results.get(timeout=timeout)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+    @torch.inference_mode()
+    def _run(self) -> None:
+        while True:
+            obs = self._requests.get()
+            if obs is None:
+                return
+            with self._lock:  # between chunks: the only place weights change
+                if self._staged is not None:
+                    self.version, self.policy = self._staged
+                    self._staged = None
+            sample = self.policy.act({OBS_STATE: torch.as_tensor(obs, dtype=torch.float32)[None]},
+                                     deterministic=self.deterministic)
+            self._results.put(ChunkResult(sample.actions[0].numpy(), sample.trace[0].reshape(-1).numpy(),
+                                          float(sample.logp[0].sum()), self.version))
+
+
+class ScriptedTeleop:
+    """Meta-World's scripted expert as a simulated teleoperator that takes over near failure."""
+
+    def __init__(self, task: str, max_steps: int, takeover_after: float):
+        from envs.metaworld import scripted_expert
+
+        self.expert, self.start = scripted_expert(task), int(takeover_after * max_steps)
+
+    def action(self, obs: np.ndarray, step: int, succeeded: bool) -> np.ndarray | None:
+        if step < self.start or succeeded:
+            return None
+        return np.clip(np.asarray(self.expert.get_action(obs), np.float32), -1.0, 1.0)
+
+
+@dataclass
+class EpisodeBuffer:
+    """Steps of the current episode not yet submitted; ``take()`` returns them as an EpisodePiece."""
+
+    trace_dim: int
+    rows: dict[str, list] = field(default_factory=lambda: {k: [] for k in (
+        "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp",
+        "trace")})
+
+    def add(self, **step) -> None:
+        for k, v in step.items():
+            self.rows[k].append(v)
+
+    def __len__(self) -> int:
+        return len(self.rows["state"])
+
+    def take(self) -> EpisodePiece:
+        r = self.rows
+        piece = EpisodePiece(
+            state=np.asarray(r["state"], np.float32), action=np.asarray(r["action"], np.float32),
+            reward=np.asarray(r["reward"], np.float32), done=np.asarray(r["done"], bool),
+            intervention=np.asarray(r["intervention"], bool), policy_version=np.asarray(r["policy_version"], np.int64),
+            timestamp=np.asarray(r["timestamp"], np.float64), success=np.asarray(r["success"], bool),
+            logp=np.asarray(r["logp"], np.float32),
+            trace=np.asarray(r["trace"], np.float32).reshape(len(self), self.trace_dim))
+        for v in r.values():
+            v.clear()
+        return piece
+
+
+def sim_spec(robot_id: str, env: gym.Env, task: str, trace_dim: int, fps: int) -> pb.RobotSpec:
+    obs_dim = int(np.prod(env.observation_space.shape))
+    act = env.action_space
+    spec = pb.RobotSpec(robot_id=robot_id, embodiment=f"sim:{env.spec.id if env.spec else 'env'}", state_dim=obs_dim,
+                        action_dim=int(np.prod(act.shape)), software_version=_version(), task=task, fps=fps,
+                        trace_dim=trace_dim)
+    if np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high)):
+        spec.action_low.extend(act.low.astype(float).tolist())
+        spec.action_high.extend(act.high.astype(float).tolist())
+    return spec
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"robopolicy {version('robopolicy')}"
+    except PackageNotFoundError:
+        return "robopolicy dev"
+
+
+class RobotLoop:
+    """One simulated robot: env + inference worker + fleet client. ``run(episodes)`` until done or ``stop()``."""
+
+    def __init__(self, env: gym.Env, client: FleetClient, worker: InferenceWorker, trace_dim: int,
+                 chunk_steps: int = 256, control_hz: float = 0.0, teleop: ScriptedTeleop | None = None,
+                 seed: int = 0):
+        self.env, self.client, self.worker, self.teleop = env, client, worker, teleop
+        self.trace_dim, self.chunk_steps, self.control_hz, self.seed = trace_dim, chunk_steps, control_hz, seed
+        self._stop = threading.Event()
+        self.episodes = 0
+        self.successes: list[bool] = []
+        self.late_ticks = 0  # control ticks that started after their deadline (inference or env too slow)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, episodes: int = 0) -> None:
+        while not self._stop.is_set() and (episodes <= 0 or self.episodes < episodes):
+            self.successes.append(self._episode(self.seed + self.episodes))
+            self.episodes += 1
+
+    def _episode(self, seed: int) -> bool:
+        obs, _ = self.env.reset(seed=seed)
+        episode_id, chunk_index = self.client.new_episode_id(), 0
+        buf = EpisodeBuffer(self.trace_dim)
+        period = 1.0 / self.control_hz if self.control_hz > 0 else 0.0
+        next_tick = time.monotonic()
+        step, succeeded, done = 0, False, False
+        while not done:
+            self.worker.request(obs)
+            chunk = self.worker.result()
+            for h in range(chunk.actions.shape[0]):
+                if period:
+                    now = time.monotonic()
+                    if now > next_tick + period:
+                        self.late_ticks += 1
+                    time.sleep(max(0.0, next_tick - now))
+                    next_tick = max(next_tick + period, time.monotonic() - period)
+                human = self.teleop.action(obs, step, succeeded) if self.teleop else None
+                action = human if human is not None else chunk.actions[h]
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                step_success = bool(info.get("success", False))
+                succeeded |= step_success
+                done = bool(terminated or truncated) or self._stop.is_set()
+                first = h == 0 and human is None
+                buf.add(state=obs, action=np.clip(action, self.env.action_space.low, self.env.action_space.high),
+                        reward=float(reward), done=done, intervention=human is not None,
+                        policy_version=chunk.version, timestamp=time.time(), success=step_success,
+                        logp=chunk.logp if first else 0.0,
+                        trace=chunk.trace if first else np.zeros(self.trace_dim, np.float32))
+                obs, step = next_obs, step + 1
+                if done or len(buf) >= self.chunk_steps:
+                    self.client.submit(episode_id, chunk_index, done, buf.take(), succeeded)
+                    chunk_index += 1
+                if done:
+                    break
+        return succeeded
