@@ -67,6 +67,7 @@ class FleetClient:
         self.held_since = time.time()
         self.acked = self.duplicates = self.weights_rejected = 0
         self.rejected: list[str] = []
+        self.acked_keys: list[tuple[str, int]] = []  # (episode_id, chunk_index) in ack order
         self.last_error = ""
         self.last_weights_error = ""
         self.connected = False
@@ -130,6 +131,8 @@ class FleetClient:
             return self.session
 
     def _on_rpc_error(self, err: grpc.RpcError, where: str) -> None:
+        if self._stop.is_set():  # our own stop() closed the channel
+            return
         code = err.code()
         if code == grpc.StatusCode.FAILED_PRECONDITION:  # the learner restarted and forgot the session
             with self._session_lock:
@@ -152,6 +155,7 @@ class FleetClient:
                     if (ack.episode_id, ack.chunk_index) != (eid, idx):
                         raise RuntimeError(f"ack for {ack.episode_id}/{ack.chunk_index}, expected {eid}/{idx}")
                     self.spool.ack(seq)
+                    self.acked_keys.append((eid, idx))
                     self.acked += 1
                     self.duplicates += int(ack.duplicate)
                     attempt = 0
