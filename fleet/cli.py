@@ -20,17 +20,16 @@ console = Console(stderr=True)
 
 
 def _compose(name: str, overrides: list[str]):
-    from robopolicy.cli import compose
-
     from fleet.config import register_fleet_configs
+    from robopolicy.cli import compose
 
     register_fleet_configs()
     return compose(f"fleet/{name}", overrides)
 
 
 def cmd_certs(args: list[str]) -> int:
-    from fleet.security import write_certs
     from fleet.run_learner import FleetConfigError
+    from fleet.security import write_certs
 
     opts = dict(a.split("=", 1) for a in args if "=" in a)
     unknown = sorted(set(opts) - {"out", "robots", "hosts"})

@@ -100,9 +100,11 @@ def run_demo(cfg: DemoConfig | DictConfig) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    robots = [subprocess.Popen(_robot_cmd(cfg, i, proc.port, certs), stdout=open(root / "logs" / f"robot-{i}.log", "w"),
-                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
-              for i in range(cfg.robots)]
+    robots = []
+    for i in range(cfg.robots):
+        with open(root / "logs" / f"robot-{i}.log", "w") as log:  # the child keeps its own handle
+            robots.append(subprocess.Popen(_robot_cmd(cfg, i, proc.port, certs), stdout=log, stderr=subprocess.STDOUT,
+                                           env=env, start_new_session=True))
     meter, started = RateMeter(), time.monotonic()
     try:
         with Live(render_table(proc, meter, started), console=console, refresh_per_second=2) as live:

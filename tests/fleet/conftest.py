@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from fleet_helpers import wait_until
 
 from fleet.learner import LearnerService, start_learner_server
 from fleet.security import TokenBook, write_certs
 from fleet.store import EpisodeStore
 from fleet.weights import WeightPublisher
-from fleet_helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ROBOTS = ["robot-0", "robot-1", "robot-2"]
@@ -76,8 +76,8 @@ class LearnerProc:
                f"tokens_file={self.certs['tokens']}", f"cert={self.certs['cert']}", f"key={self.certs['key']}",
                "shard_seconds=0.5", "shard_episodes=10", *self.extra]
         env = os.environ | {"PYTHONPATH": str(ROOT)}
-        self.log = open(self.root.parent / f"learner-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        with open(self.root.parent / f"learner-{self.port}.log", "ab") as log:  # the child keeps its own handle
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: (self.root / "learner.json").is_file() or self.proc.poll() is not None, 120,
                    what="learner start")
         assert self.proc.poll() is None, (self.root.parent / f"learner-{self.port}.log").read_text()[-3000:]

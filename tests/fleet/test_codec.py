@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fleet_helpers import make_piece, make_spec
 
 from fleet.codec import PayloadError, check_spec, decode_chunk, encode_chunk
-from fleet_helpers import make_piece, make_spec
 
 CAMS = (("front", 12, 16),)
 

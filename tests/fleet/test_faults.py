@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-
 from conftest import CuttableProxy, InProcessLearner, LearnerProc, free_port
-from fleet.client import FleetClient
 from fleet_helpers import make_piece, make_spec, stored_keys, wait_until
+
+from fleet.client import FleetClient
 
 CHUNKS_PER_EPISODE, STEPS = 3, 20
 

@@ -7,13 +7,13 @@ import threading
 import grpc
 import numpy as np
 import pytest
+from fleet_helpers import make_piece, make_spec, stored_keys, wait_until
 
 from fleet.client import FleetClient, make_channel
 from fleet.codec import encode_chunk
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.security import call_metadata
-from fleet_helpers import make_piece, make_spec, stored_keys, wait_until
 
 CAMS = (("front", 12, 16),)
 

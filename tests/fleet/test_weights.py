@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import InProcessLearner
+from fleet_helpers import A, D, make_spec, wait_until
+
 from fleet.client import FleetClient
 from fleet.learner import LearnerService
 from fleet.robot import InferenceWorker
 from fleet.weights import PolicyAssembler, WeightPublisher
-from fleet_helpers import A, D, make_spec, wait_until
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.types import OBS_STATE
 
