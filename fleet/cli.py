@@ -65,7 +65,9 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
         print(USAGE)
         return 0 if argv and argv[0] in ("-h", "--help", "help") else 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the demo's live table owns the terminal: only warnings from its learner
+    level = logging.WARNING if argv[0] == "demo" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from omegaconf.errors import OmegaConfBaseException
 
     from fleet.run_learner import FleetConfigError
