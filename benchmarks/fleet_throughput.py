@@ -90,7 +90,7 @@ def _lerobot_bytes(piece) -> bytes:
 
 # --- sender processes ------------------------------------------------------------------------
 def sender(kind: str, address: str, ca: str | None, robots: list[tuple[str, str]], cams: int, seconds: float,
-           go, out) -> None:
+           go, out, ready) -> None:
     import grpc
 
     from fleet.client import make_channel
@@ -114,6 +114,7 @@ def sender(kind: str, address: str, ca: str | None, robots: list[tuple[str, str]
         spec = _spec(rid, cams)
         session = stub.Register(pb.RegisterRequest(spec=spec), metadata=md, timeout=30, wait_for_ready=True).session_id
         msgs = [encode_chunk(spec, p, session, "x", 0, True) for p in pieces]
+        ready.put(rid)
         window = threading.Semaphore(32)
         deadline = [0.0]
         sent = [0]
@@ -130,16 +131,17 @@ def sender(kind: str, address: str, ca: str | None, robots: list[tuple[str, str]
 
         go.wait()
         deadline[0] = time.monotonic() + seconds
-        acked = nbytes = 0
+        acked = 0
         for _ack in stub.StreamEpisodes(gen(), metadata=md):
             window.release()
             acked += 1
-        results.append({"chunks": acked, "transitions": acked * T_EP, "bytes": nbytes})
+        results.append({"chunks": acked, "transitions": acked * T_EP})
         channel.close()
 
     def run_lerobot(rid: str) -> None:
         channel = grpc.insecure_channel(address, grpc_channel_options())
         stub = services_pb2_grpc.LearnerServiceStub(channel)
+        ready.put(rid)
         go.wait()
         deadline = time.monotonic() + seconds
         count = [0]
@@ -164,6 +166,13 @@ def sender(kind: str, address: str, ca: str | None, robots: list[tuple[str, str]
     out.put(results)
 
 
+def _recorder(lat: list, rid: str):
+    def on_policy(version: int, policy, published_at: float) -> None:
+        lat.append((rid, version, time.time() - published_at))  # the robot holds it: checked and loaded
+
+    return on_policy
+
+
 def weight_robot(address: str, ca: str, robots: list[tuple[str, str]], seconds: float, go, out, spool: str) -> None:
     from fleet.client import FleetClient
 
@@ -171,7 +180,7 @@ def weight_robot(address: str, ca: str, robots: list[tuple[str, str]], seconds: 
     clients = []
     for rid, token in robots:
         c = FleetClient(address, _spec(rid, 0), token, f"{spool}/{rid}", ca=ca, health_every_s=5.0)
-        c.on_policy = (lambda rid: lambda v, pol, pub: lat.append((rid, v, time.time() - pub)))(rid)
+        c.on_policy = _recorder(lat, rid)
         clients.append(c.start())
     go.wait()
     deadline, k = time.monotonic() + seconds, 0
@@ -238,31 +247,40 @@ def _split(robots: list, procs: int) -> list[list]:
 def ingest_run(kind: str, n: int, cams: int, seconds: float, certs: dict, tokens: dict, tmp: Path,
                procs: int, measure_dataset: bool = False) -> dict:
     ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
+    go, out, ready = ctx.Event(), ctx.Queue(), ctx.Queue()
     robots = [(f"robot-{i}", tokens[f"robot-{i}"]) for i in range(n)]
     if kind == "ours":
-        store, pub, svc, server, port = start_ours(tmp / f"ours-{n}-{cams}", certs, n)
+        store, _, _, server, port = start_ours(tmp / f"ours-{n}-{cams}", certs, n)
         address, ca = f"localhost:{port}", str(certs["ca"])
     else:
         holder, counter = [], {"transitions": 0, "bytes": 0}
         server, shutdown = lerobot_server(holder, counter)
         address, ca = f"127.0.0.1:{holder[0]}", None
-    ps = [ctx.Process(target=sender, args=(kind, address, ca, part, cams, seconds, go, out))
+    ps = [ctx.Process(target=sender, args=(kind, address, ca, part, cams, seconds, go, out, ready))
           for part in _split(robots, procs)]
     for p in ps:
         p.start()
-    time.sleep(3.0 + 0.2 * n)  # imports, registration
-    if kind == "ours":
-        before = {k: v for k, v in store.counts().items()}
+    for _ in robots:  # every robot imported, connected (and registered) before the clock starts
+        ready.get(timeout=300)
+
+    def snapshot() -> tuple[int, int]:
+        if kind == "ours":
+            c = store.counts()
+            return c["transitions"], c["bytes"]
+        return counter["transitions"], counter["bytes"]
+
+    # Figures over the streaming window only: what was durably stored (ours) / deserialized (LeRobot) in it.
+    before = snapshot()
     t0 = time.monotonic()
     go.set()
+    time.sleep(seconds)
+    after = snapshot()
+    wall = time.monotonic() - t0
+    transitions, nbytes = after[0] - before[0], after[1] - before[1]
     results = [r for _ in ps for r in out.get(timeout=seconds + 300)]
     for p in ps:
         p.join()
-    wall = time.monotonic() - t0
     if kind == "ours":
-        after = store.counts()
-        transitions, nbytes = after["transitions"] - before["transitions"], after["bytes"] - before["bytes"]
         extra = {}
         if measure_dataset:  # how fast the background writer turns the stored backlog into LeRobotDataset shards
             c0, t1 = store.counts()["sharded"], time.monotonic()
@@ -273,8 +291,6 @@ def ingest_run(kind: str, n: int, cams: int, seconds: float, certs: dict, tokens
         server.stop(0)
         store.close(write_pending=False)
     else:
-        time.sleep(0.5)  # let the consumer finish the last messages
-        transitions, nbytes = counter["transitions"], counter["bytes"]
         shutdown.set()
         server.stop(0)
         extra = {}
@@ -289,7 +305,7 @@ def weights_run(n: int, versions: int, every: float, certs: dict, tokens: dict, 
     from robopolicy.encoders import EncoderConfig
     from robopolicy.policy import Policy, PolicyConfig
 
-    store, pub, svc, server, port = start_ours(tmp / f"weights-{n}", certs, n)
+    store, pub, _, server, port = start_ours(tmp / f"weights-{n}", certs, n)
     torch.manual_seed(0)
     policy = Policy(PolicyConfig(state_dim=D, action_dim=A, chunk=1, encoder=EncoderConfig(hidden_sizes=[2048, 2048]),
                                  action_low=[-1.0] * A, action_high=[1.0] * A))

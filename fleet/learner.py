@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -61,6 +62,7 @@ class LearnerService(pb_grpc.LearnerServicer):
                  limits: dict[str, int], piece_bytes: int = 1 << 20):
         self.store, self.publisher, self.tokens = store, publisher, tokens
         self.max_message_bytes, self.limits, self.piece_bytes = max_message_bytes, limits, piece_bytes
+        self.read_ahead = 64  # chunks of one stream validated and queued for commit ahead of their ack
         self.sessions: dict[str, str] = {}
         self.stats: dict[str, RobotStats] = {}
         self.lock = threading.Lock()
@@ -108,33 +110,29 @@ class LearnerService(pb_grpc.LearnerServicer):
                                 max_message_bytes=self.max_message_bytes)
 
     def StreamEpisodes(self, request_iterator, context: grpc.ServicerContext):
+        """Acks in order; a reader thread validates and queues the next chunks while earlier ones are committed,
+        so the chunks of one stream share group commits (ingest is not bound to one fsync per chunk)."""
         caller = self._caller(context)
         stat = self._stat(caller)
         stat.connected = True
+        pending: queue.Queue = queue.Queue(maxsize=self.read_ahead)
+        reader = threading.Thread(target=self._read_chunks, args=(request_iterator, context, caller, stat, pending),
+                                  name=f"ingest-{caller}", daemon=True)
+        reader.start()
         try:
-            for chunk in request_iterator:
-                self._session(context, chunk.session_id, caller)
-                if chunk.robot_id != caller:
-                    stat.rejected += 1
-                    stat.last_error = f"wrote as {chunk.robot_id!r}"
-                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                  f"robot {caller!r} cannot write episodes as {chunk.robot_id!r}")
-                spec = self.store.spec(caller)
-                try:
-                    piece = decode_chunk(spec, chunk)
-                except PayloadError as err:
-                    stat.rejected += 1
-                    stat.last_error = str(err)
-                    log.warning("rejected chunk %s/%d from %s: %s", chunk.episode_id, chunk.chunk_index, caller, err)
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                  f"episode {chunk.episode_id} chunk {chunk.chunk_index}: {err}")
-                raw = chunk.SerializeToString()
-                dup = self.store.put(caller, chunk, raw, piece)
+            while True:
+                item = pending.get()
+                if item[0] == "end":
+                    return
+                if item[0] == "abort":
+                    context.abort(item[1], item[2])
+                _, chunk, entry, steps, nbytes = item
+                dup = self.store.result(entry)
                 if dup:
                     stat.duplicates += 1
                 else:
-                    stat.transitions += piece.num_steps
-                    stat.bytes += len(raw)
+                    stat.transitions += steps
+                    stat.bytes += nbytes
                     if chunk.last:
                         stat.episodes += 1
                         stat.successes.append(bool(chunk.success_episode))
@@ -142,6 +140,42 @@ class LearnerService(pb_grpc.LearnerServicer):
                                   stored_episodes=stat.episodes)
         finally:
             stat.connected = False
+
+    def _read_chunks(self, request_iterator, context, caller: str, stat: RobotStats, pending: queue.Queue) -> None:
+        """Validate each chunk and queue it for commit; a bad one ends the stream (after the acks before it)."""
+        try:
+            for chunk in request_iterator:
+                owner = self.sessions.get(chunk.session_id)
+                if owner != caller:
+                    code = grpc.StatusCode.FAILED_PRECONDITION if owner is None else grpc.StatusCode.PERMISSION_DENIED
+                    msg = (f"session {chunk.session_id!r} unknown; register again" if owner is None
+                           else f"robot {caller!r} cannot use the session of robot {owner!r}")
+                    pending.put(("abort", code, msg))
+                    return
+                if chunk.robot_id != caller:
+                    stat.rejected += 1
+                    stat.last_error = f"wrote as {chunk.robot_id!r}"
+                    pending.put(("abort", grpc.StatusCode.PERMISSION_DENIED,
+                                 f"robot {caller!r} cannot write episodes as {chunk.robot_id!r}"))
+                    return
+                try:
+                    piece = decode_chunk(self.store.spec(caller), chunk)
+                except PayloadError as err:
+                    stat.rejected += 1
+                    stat.last_error = str(err)
+                    log.warning("rejected chunk %s/%d from %s: %s", chunk.episode_id, chunk.chunk_index, caller, err)
+                    pending.put(("abort", grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"episode {chunk.episode_id} chunk {chunk.chunk_index}: {err}"))
+                    return
+                raw = chunk.SerializeToString()
+                entry = self.store.submit(caller, chunk, raw, piece)
+                pending.put(("ok", chunk, entry, piece.num_steps, len(raw)))
+            pending.put(("end",))
+        except grpc.RpcError:  # the robot went away (or sent an oversized message): end this stream only
+            pending.put(("end",))
+        except Exception as err:  # a bug or a store failure: tell this robot, keep serving the others
+            log.exception("ingest from %s failed", caller)
+            pending.put(("abort", grpc.StatusCode.INTERNAL, f"learner error: {err}"))
 
     def SubscribePolicy(self, request: pb.PolicyRequest, context: grpc.ServicerContext):
         caller = self._caller(context)

@@ -91,10 +91,16 @@ class ScriptedTeleop:
         from envs.metaworld import scripted_expert
 
         self.expert, self.start = scripted_expert(task), int(takeover_after * max_steps)
+        self.active = False
+
+    def reset(self) -> None:
+        self.active = False
 
     def action(self, obs: np.ndarray, step: int, succeeded: bool) -> np.ndarray | None:
-        if step < self.start or succeeded:
+        """The teleoperator's action, or None while the policy is in control."""
+        if not self.active and (step < self.start or succeeded):
             return None
+        self.active = True  # once it took over it keeps control to the end of the episode
         return np.clip(np.asarray(self.expert.get_action(obs), np.float32), -1.0, 1.0)
 
 
@@ -172,6 +178,8 @@ class RobotLoop:
 
     def _episode(self, seed: int) -> bool:
         obs, _ = self.env.reset(seed=seed)
+        if self.teleop is not None:
+            self.teleop.reset()
         episode_id, chunk_index = self.client.new_episode_id(), 0
         buf = EpisodeBuffer(self.trace_dim)
         period = 1.0 / self.control_hz if self.control_hz > 0 else 0.0

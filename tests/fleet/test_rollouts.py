@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from fleet_helpers import A, D, make_piece, wait_until
 
 from fleet.config import FleetTrainConfig
 from fleet.rollouts import EpisodeFeed, FleetRollouts
 from fleet.store import StoredEpisode
 from fleet.train_loop import FleetTrainer
 from fleet.weights import WeightPublisher
-from fleet_helpers import A, D, make_piece, wait_until
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.types import OBS_STATE
 
@@ -84,7 +84,7 @@ def test_trainer_publishes_a_version_per_update(tmp_path):
         trainer = FleetTrainer(cfg, feed, pub, tmp_path / algo / "train").start()
         for i in range(8):
             feed.put(_episode(8, seed=i, version=pub.latest, intervene_from=5))
-        wait_until(lambda: trainer.updates == 2, 120, what=f"{algo}: 2 updates")
+        wait_until(lambda t=trainer: t.updates == 2, 120, what=f"{algo}: 2 updates")
         trainer.stop()
         assert pub.latest == 2
         lines = (tmp_path / algo / "train" / "metrics.jsonl").read_text().splitlines()
