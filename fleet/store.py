@@ -284,7 +284,8 @@ class EpisodeStore:
         for g, members in enumerate(groups.values()):
             spec = self._specs[members[0][0]]
             ds = LeRobotDataset.create(repo_id=f"fleet/{name}-{g}", fps=int(spec.fps or self.fps),
-                                       features=_features(spec), root=path / f"part-{g}", use_videos=False)
+                                       features=_features(spec), root=path / f"part-{g}", use_videos=False,
+                                       image_writer_threads=4 if spec.cameras else 0)  # PNG writes off this thread
             try:
                 for k, (rid, eid) in enumerate(members):
                     ep = self.load_episode(rid, eid, db)
