@@ -283,10 +283,11 @@ def ingest_run(kind: str, n: int, cams: int, seconds: float, certs: dict, tokens
     if kind == "ours":
         extra = {}
         if measure_dataset:  # how fast the background writer turns the stored backlog into LeRobotDataset shards
+            store.shard_episodes = 50  # finalize often, so progress is visible within the window
             c0, t1 = store.counts()["sharded"], time.monotonic()
-            store.flush(timeout=900)
+            time.sleep(30)
             c1 = store.counts()
-            frames = c1["transitions"] * (c1["sharded"] - c0) / max(c1["episodes"], 1)
+            frames = T_EP * (c1["sharded"] - c0)
             extra = {"dataset_write_frames_per_s": frames / (time.monotonic() - t1)}
         server.stop(0)
         store.close(write_pending=False)

@@ -121,7 +121,12 @@ class LearnerService(pb_grpc.LearnerServicer):
         reader.start()
         try:
             while True:
-                item = pending.get()
+                try:
+                    item = pending.get(timeout=0.5)
+                except queue.Empty:
+                    if not context.is_active():  # the robot went away: its reader has stopped too
+                        return
+                    continue
                 if item[0] == "end":
                     return
                 if item[0] == "abort":
@@ -143,6 +148,15 @@ class LearnerService(pb_grpc.LearnerServicer):
 
     def _read_chunks(self, request_iterator, context, caller: str, stat: RobotStats, pending: queue.Queue) -> None:
         """Validate each chunk and queue it for commit; a bad one ends the stream (after the acks before it)."""
+
+        def push(item: tuple) -> None:  # never block forever on a stream whose acking side has gone
+            while context.is_active():
+                try:
+                    pending.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+
         try:
             for chunk in request_iterator:
                 owner = self.sessions.get(chunk.session_id)
@@ -150,12 +164,12 @@ class LearnerService(pb_grpc.LearnerServicer):
                     code = grpc.StatusCode.FAILED_PRECONDITION if owner is None else grpc.StatusCode.PERMISSION_DENIED
                     msg = (f"session {chunk.session_id!r} unknown; register again" if owner is None
                            else f"robot {caller!r} cannot use the session of robot {owner!r}")
-                    pending.put(("abort", code, msg))
+                    push(("abort", code, msg))
                     return
                 if chunk.robot_id != caller:
                     stat.rejected += 1
                     stat.last_error = f"wrote as {chunk.robot_id!r}"
-                    pending.put(("abort", grpc.StatusCode.PERMISSION_DENIED,
+                    push(("abort", grpc.StatusCode.PERMISSION_DENIED,
                                  f"robot {caller!r} cannot write episodes as {chunk.robot_id!r}"))
                     return
                 try:
@@ -164,18 +178,18 @@ class LearnerService(pb_grpc.LearnerServicer):
                     stat.rejected += 1
                     stat.last_error = str(err)
                     log.warning("rejected chunk %s/%d from %s: %s", chunk.episode_id, chunk.chunk_index, caller, err)
-                    pending.put(("abort", grpc.StatusCode.INVALID_ARGUMENT,
+                    push(("abort", grpc.StatusCode.INVALID_ARGUMENT,
                                  f"episode {chunk.episode_id} chunk {chunk.chunk_index}: {err}"))
                     return
                 raw = chunk.SerializeToString()
                 entry = self.store.submit(caller, chunk, raw, piece)
-                pending.put(("ok", chunk, entry, piece.num_steps, len(raw)))
-            pending.put(("end",))
+                push(("ok", chunk, entry, piece.num_steps, len(raw)))
+            push(("end",))
         except grpc.RpcError:  # the robot went away (or sent an oversized message): end this stream only
-            pending.put(("end",))
+            push(("end",))
         except Exception as err:  # a bug or a store failure: tell this robot, keep serving the others
             log.exception("ingest from %s failed", caller)
-            pending.put(("abort", grpc.StatusCode.INTERNAL, f"learner error: {err}"))
+            push(("abort", grpc.StatusCode.INTERNAL, f"learner error: {err}"))
 
     def SubscribePolicy(self, request: pb.PolicyRequest, context: grpc.ServicerContext):
         caller = self._caller(context)
