@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -16,7 +15,7 @@ from conftest import ROOT
 def test_demo_runs_and_stops_cleanly(tmp_path):
     cmd = [sys.executable, "-m", "robopolicy", "fleet", "demo", "robots=2", "seconds=30", f"root={tmp_path}",
            "learner.train.algo=ppo", "learner.train.n_steps=200", "learner.train.lanes=2",
-           "learner.train.algo_options={n_epochs:1,batch_size:100}"]
+           "+learner.train.algo_options.n_epochs=1", "+learner.train.algo_options.batch_size=100"]
     out = subprocess.run(cmd, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=600, check=False)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
