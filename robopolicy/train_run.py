@@ -17,8 +17,8 @@ from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.evaluate import eval_metrics, evaluate
-from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.group_rollouts import GroupRollouts
+from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.trainer import Trainer

@@ -6,6 +6,8 @@ import copy
 
 import pytest
 import torch
+from test_head_contract import small_options
+from test_ppo_update import synthetic_rollout
 
 from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.critic import CriticConfig, ValueCritic
@@ -13,8 +15,6 @@ from robopolicy.encoders import EncoderConfig
 from robopolicy.heads import HEADS
 from robopolicy.objective import BCTerm, DAggerTerm, DivergenceTerm, ForwardCache
 from robopolicy.policy import Policy, PolicyConfig
-from test_head_contract import small_options
-from test_ppo_update import synthetic_rollout
 
 
 def make_policy(head: str, seed: int = 0) -> Policy:
@@ -35,7 +35,7 @@ def test_distill_from_an_identical_teacher_has_zero_loss_and_gradient(head, kind
     student = make_policy(head)
     batch, critic = batch_for(student)
     term = DivergenceTerm(copy.deepcopy(student), kind)
-    loss, metrics = term(ForwardCache(student, critic, batch))
+    loss, _ = term(ForwardCache(student, critic, batch))
     loss.backward()
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-5)
     grads = [p.grad for p in student.parameters() if p.grad is not None]

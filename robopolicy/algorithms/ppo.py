@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from robopolicy.advantages import gae
 from robopolicy.critic import ValueCritic
-from robopolicy.normalizer import ReturnNormalizer
 from robopolicy.heads.base import DIVERGENCE_KINDS
+from robopolicy.normalizer import ReturnNormalizer
 from robopolicy.objective import (
     BCTerm,
     DAggerTerm,
