@@ -75,6 +75,9 @@ class TrainConfig:
     """LeRobotDataset directory of demonstrations; required for algo=bc."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder to start from (fine-tuning); replaces the policy= architecture."""
+    init_head_options: dict[str, Any] = field(default_factory=dict)
+    """Head options replaced on the loaded init_policy: fine-tuning knobs that keep weight shapes,
+    e.g. {ft_steps: 2, min_std: 0.1} (diffusion) or {noise: learned, max_std: 0.3} (flow)."""
     teacher: str | None = None
     """Teacher policy / checkpoint / run folder for the distill term (algo=distill)."""
     stop_success: float | None = None

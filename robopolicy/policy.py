@@ -126,7 +126,11 @@ class Policy(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device = "cpu", head_overrides: dict[str, Any] | None = None
+    ) -> Policy:
+        """Load a policy folder. ``head_overrides`` replace head options that do not change weight
+        shapes (fine-tuning knobs such as a diffusion head's ``ft_steps`` / ``min_std``)."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"policy checkpoint not found: {path} (expected a directory with {CONFIG_NAME})")
@@ -137,8 +141,15 @@ class Policy(nn.Module):
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"{path / CONFIG_NAME}: format_version {version!r}, this robopolicy reads {FORMAT_VERSION}")
+        if head_overrides:
+            raw["head_options"] = {**raw.get("head_options", {}), **head_overrides}
         policy = cls(PolicyConfig.from_dict(raw))
-        load_state_checked(policy, load_file(str(path / WEIGHTS_NAME)), path / WEIGHTS_NAME)
+        try:
+            load_state_checked(policy, load_file(str(path / WEIGHTS_NAME)), path / WEIGHTS_NAME)
+        except ValueError as err:
+            if head_overrides:
+                raise ValueError(f"head options {sorted(head_overrides)} change the saved weights' shapes: {err}") from err
+            raise
         return policy.to(device)
 
 

@@ -79,8 +79,12 @@ def _algo_config(cfg: DictConfig) -> PPOConfig:
         raise ConfigError(str(err)) from err
 
 
-def _checked_policy(key: str, path: str, cfg: DictConfig, env: Any) -> Policy:
-    policy = load_policy(path)
+def _checked_policy(key: str, path: str, cfg: DictConfig, env: Any, head_overrides: Any = None) -> Policy:
+    overrides = OmegaConf.to_container(head_overrides, resolve=True) if head_overrides else None
+    try:
+        policy = load_policy(path, head_overrides=overrides)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from err
     have = (policy.config.state_dim, policy.config.action_dim, policy.config.chunk)
     want = (int(env.state_dim), int(env.action_dim), int(env.chunk))
     if have != want:
@@ -101,7 +105,8 @@ def auxiliary_inputs(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) 
     if algo_cfg.anchor_coef > 0:
         if not cfg.get("init_policy"):
             raise ConfigError("init_policy: required when algo.anchor_coef > 0 (the policy to stay close to)")
-        out["reference"] = _checked_policy("init_policy", cfg.init_policy, cfg, env).to(device)
+        out["reference"] = _checked_policy("init_policy", cfg.init_policy, cfg, env,
+                                           cfg.get("init_head_options")).to(device)
     if algo_cfg.bc_coef > 0:
         from robopolicy.bc_run import DemoSampler, load_demo_tensors  # bc_run imports this module
 
@@ -110,11 +115,14 @@ def auxiliary_inputs(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) 
     return out
 
 
-def initial_policy(cfg: DictConfig, env: Any) -> Policy:
-    """A fresh policy for the env, or the one ``init_policy`` points to, checked against the env."""
-    if not cfg.get("init_policy") or cfg.get("resume"):
+def initial_policy(cfg: DictConfig, env: Any, resume_ckpt: Path | None = None) -> Policy:
+    """The checkpoint's policy when resuming (its architecture, whatever policy= says), else the
+    one ``init_policy`` points to, checked against the env, else a fresh one."""
+    if resume_ckpt is not None:
+        return Policy.from_pretrained(resume_ckpt / "policy")
+    if not cfg.get("init_policy"):
         return Policy(policy_config_for(cfg, env))
-    return _checked_policy("init_policy", cfg.init_policy, cfg, env)
+    return _checked_policy("init_policy", cfg.init_policy, cfg, env, cfg.get("init_head_options"))
 
 
 def build_env(env_cfg: DictConfig) -> Any:
@@ -174,7 +182,7 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     env_cfg = OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)})
     env = build_env(env_cfg)
     try:
-        policy = initial_policy(cfg, env).to(cfg.device)
+        policy = initial_policy(cfg, env, resume_ckpt).to(cfg.device)
         aux = auxiliary_inputs(cfg, algo_cfg, env, seed=int(cfg.seed))
     except Exception:
         env.close()

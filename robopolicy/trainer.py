@@ -66,6 +66,11 @@ class Trainer:
             TextColumn("return {task.fields[ret]}  {task.fields[sps]} steps/s"), TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
+        if self.step == 0 and self.cfg.get("init_policy") and self.evaluator is not None:
+            # The pretrained starting point, so curves and steps-to-threshold start from it.
+            start = self.evaluator(self.policy) | {"eval/is_initial": 1.0}
+            self.logger.log(0, start)
+            self._after_eval(start)
         with Progress(*columns, disable=not show_progress) as bar:
             task = bar.add_task("train", total=total_steps, completed=self.step, ret="-", sps="-")
             while self.step < total_steps:
