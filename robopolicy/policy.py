@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from robopolicy.encoders import EncoderConfig, StateEncoder
+from robopolicy.encoders import EncoderConfig, build_encoder
 from robopolicy.heads import ActionHead, build_head
 from robopolicy.normalizer import ObsNormalizer
 from robopolicy.types import OBS_STATE, ActionSample, Obs
@@ -34,7 +34,7 @@ class PolicyConfig:
     head_options: dict[str, Any] = field(default_factory=dict)
     """Fields of the head's config dataclass, e.g. log_std_init for gaussian."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    """State encoder MLP."""
+    """Observation encoder: state MLP, cameras, instruction and their fusion (robopolicy.encoders)."""
     normalize_obs: bool = True
     """Keep running mean/std of observation.state inside the policy."""
     state_dim: int = 0
@@ -56,8 +56,7 @@ class PolicyConfig:
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ValueError(f"policy config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        enc = data.get("encoder", {})
-        data["encoder"] = enc if isinstance(enc, EncoderConfig) else EncoderConfig(**enc)
+        data["encoder"] = EncoderConfig.from_dict(data.get("encoder", {}))
         return cls(**data)
 
 
@@ -91,7 +90,7 @@ class Policy(nn.Module):
             )
         self.config = config
         self.normalizer = ObsNormalizer({OBS_STATE: config.state_dim}, enabled=config.normalize_obs)
-        self.encoder = StateEncoder(config.state_dim, config.encoder)
+        self.encoder = build_encoder(config.state_dim, config.encoder)
         self.head: ActionHead = build_head(
             config.head, self.encoder.out_dim, config.action_dim, config.chunk, dict(config.head_options)
         )
