@@ -100,7 +100,7 @@ def evaluate(
                 frames.append(env.render())  # env 0's first episode
             step = env.step(actor.act(obs, deterministic=deterministic).actions)
             obs = step.obs
-            if actor is not policy:
+            if hasattr(actor, "reset"):  # per-env inference state (ensembling, observation history)
                 actor.reset(step.terminated | step.truncated)
             for ep in step.episodes:
                 i = max(ep.env_index, 0)

@@ -88,6 +88,8 @@ class ChunkExecutor:
     def reset(self, done: Tensor | None = None) -> None:
         """Clear the state of every env (None) or of those where ``done`` (B,) is True."""
         self.ensembler.reset(done)
+        if hasattr(self.policy, "reset"):  # e.g. a LeRobot policy's observation history
+            self.policy.reset(done)
         if done is None or self.pos is None:
             self.plan = self.pos = None
         else:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from robopolicy.encoders import EncoderConfig, build_encoder
 from robopolicy.heads import ActionHead, build_head
+from robopolicy.interop.lerobot import is_lerobot_checkpoint, load_lerobot_policy
 from robopolicy.normalizer import ObsNormalizer
 from robopolicy.types import OBS_STATE, ActionSample, Obs
 
@@ -126,6 +127,7 @@ class Policy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
+        """Our policy directory, or a LeRobot checkpoint (``type`` in config.json) as a LeRobotPolicy adapter."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"policy checkpoint not found: {path} (expected a directory with {CONFIG_NAME})")
@@ -133,6 +135,8 @@ class Policy(nn.Module):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"policy checkpoint {path} is missing {name}")
         raw = json.loads((path / CONFIG_NAME).read_text())
+        if is_lerobot_checkpoint(raw):  # a LeRobot ACT / Diffusion directory: acts through an adapter
+            return load_lerobot_policy(path, device)  # type: ignore[return-value]
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"{path / CONFIG_NAME}: format_version {version!r}, this robopolicy reads {FORMAT_VERSION}")

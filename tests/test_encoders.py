@@ -194,3 +194,21 @@ def test_bc_on_an_image_dataset_runs_through_run_training(tmp_path):
 def cfg_overrides(tmp_path) -> list[str]:
     return ["env=constant_reward", "env.num_envs=1", "policy=gaussian", "algo=bc", f"dataset={tmp_path / 'demos'}",
             "algo.steps=1", "eval_episodes=0", "logger=none", f"runs_dir={tmp_path / 'runs'}", "name=bad"]
+
+
+def test_image_dataset_loads_with_plain_lerobot_and_matches_load_demos(tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from robopolicy.data.demos import load_demos
+
+    write_image_dataset(tmp_path / "demos", episodes=2, steps=3)
+    ds = LeRobotDataset("local/img", root=tmp_path / "demos")
+    ours = load_demos(tmp_path / "demos", chunk=2)
+    assert len(ds) == len(ours) == 6 and ours.obs["observation.images.front"].dtype == torch.uint8
+    for i in (0, 4):
+        frame = ds[i]
+        torch.testing.assert_close(ours.obs["observation.images.front"][i].float() / 255,
+                                   frame["observation.images.front"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.obs[OBS_STATE][i], frame[OBS_STATE])
+        assert ours.task[i] == frame["task"]
+    assert "observation.images.front" not in ours.stats  # images are scaled, not normalized
