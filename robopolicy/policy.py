@@ -98,9 +98,9 @@ class Policy(nn.Module):
         self.scaler = ActionScaler(config.action_low, config.action_high, config.action_dim)
 
     # --- acting ---------------------------------------------------------------------------
-    def features(self, obs: Obs) -> Tensor:
-        """(B, F) features of a raw observation dict."""
-        return self.encoder(self.normalizer(obs))
+    def features(self, obs: Obs, augment: bool = False) -> Tensor:
+        """(B, F) features of a raw observation dict; ``augment``: image augmentation (imitation updates)."""
+        return self.encoder(self.normalizer(obs), augment=augment)
 
     def act(self, obs: Obs, deterministic: bool = False) -> ActionSample:
         """Sample a chunk; ``actions`` (B, H, A) in env units, ``trace`` and ``logp`` (B, S)."""

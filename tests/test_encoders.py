@@ -96,17 +96,15 @@ def test_random_shift_is_a_crop_of_the_padded_image():
     assert torch.equal(random_shift(x, 0), x)
 
 
-def test_random_shift_only_while_training_with_gradients():
+def test_random_shift_only_when_asked():
     torch.manual_seed(0)
     policy = make_policy("cnn", "none", "concat")
     obs = make_obs(policy)
-    policy.eval()
     ref = policy.features(obs)
-    assert torch.equal(policy.features(obs), ref)  # no augmentation in eval mode
-    policy.train()
-    with torch.no_grad():  # rollouts: train mode but no gradients -> no augmentation
-        assert torch.equal(policy.features(obs), ref)
-    assert not torch.allclose(policy.features(obs), ref)  # a training forward pass is augmented
+    assert torch.equal(policy.features(obs), ref)  # acting and PPO log-probs: never augmented
+    assert not torch.allclose(policy.features(obs, augment=True), ref)  # BC updates: shifted
+    state_only = make_policy("none", "none", "concat")
+    torch.testing.assert_close(state_only.features(obs, augment=True), state_only.features(obs))
 
 
 def test_uint8_and_unit_float_images_give_the_same_features():

@@ -54,7 +54,8 @@ class ObsEncoder(nn.Module):
         else:
             self.out_dim = self.state_dim + n_cam * config.image.feature_dim + text_dim
 
-    def forward(self, obs: Obs) -> Tensor:
+    def forward(self, obs: Obs, augment: bool = False) -> Tensor:
+        """``augment``: random-shift the cameras (BC updates)."""
         state = self.net(obs[OBS_STATE])
         b = state.shape[0]
         text_tokens = text_pad = text = None
@@ -70,7 +71,7 @@ class ObsEncoder(nn.Module):
             img_film, state_film = gamma_beta[:, :img_ch], gamma_beta[:, img_ch:]
             gamma, beta = state_film.chunk(2, dim=-1)
             state = state * (1 + gamma) + beta
-        images = self.images(obs, img_film if self.images is not None else None) if self.images is not None else None
+        images = self.images(obs, img_film, augment) if self.images is not None else None
         if self.config.fusion != "tokens":
             parts = [state] + ([images.flatten(1)] if images is not None else []) + ([text] if text is not None else [])
             return torch.cat(parts, dim=-1) if len(parts) > 1 else state

@@ -1,7 +1,7 @@
 """Camera encoders: observation.images.<cam> (B, C, H, W) -> per-camera features (B, N_cam, F_img).
 
     uint8 [0, 255] or float [0, 1]  --to_unit-->  float [0, 1]     (images are scaled, never running-normalized)
-        --random_shift (training only)--> backbone (small CNN | ResNet-18 trunk) -> feature map (B, C', h, w)
+        --random_shift (augment=True: BC updates only)--> backbone (small CNN | ResNet-18 trunk) -> feature map (B, C', h, w)
         --FiLM (optional: gamma, beta per channel from the instruction)--> spatial softmax keypoints (B, 2K)
         --linear--> (B, F_img)
 """
@@ -137,7 +137,8 @@ def make_backbone(config: ImageEncoderConfig) -> nn.Module:
 
 class ImageEncoder(nn.Module):
     """Every camera of ``config.cameras`` -> (B, N_cam, F_img). ``film`` (B, 2 C') optionally modulates the
-    backbone's feature maps channel-wise: fmap * (1 + gamma) + beta (FiLM, Perez et al. 2018)."""
+    backbone's feature maps channel-wise: fmap * (1 + gamma) + beta (FiLM, Perez et al. 2018). ``augment``
+    applies the random shift (imitation updates ask for it; acting and PPO's log-prob recomputation do not)."""
 
     def __init__(self, config: ImageEncoderConfig):
         super().__init__()
@@ -152,7 +153,7 @@ class ImageEncoder(nn.Module):
         self.projs = nn.ModuleList([nn.Linear(2 * config.num_keypoints, config.feature_dim) for _ in self.cameras])
         self.out_dim = config.feature_dim
 
-    def forward(self, obs: Obs, film: Tensor | None = None) -> Tensor:
+    def forward(self, obs: Obs, film: Tensor | None = None, augment: bool = False) -> Tensor:
         shape = tuple(self.config.shape)
         images = []
         for cam in self.cameras:
@@ -164,8 +165,8 @@ class ImageEncoder(nn.Module):
             if x.dim() != 4 or tuple(x.shape[1:]) != shape:
                 raise ValueError(f"{key}: shape {tuple(x.shape)}, expected (B, {', '.join(map(str, shape))})")
             images.append(to_unit(x))
-        # Augment only while learning: rollouts and evaluation run without gradients (and usually in eval mode).
-        augment = self.training and torch.is_grad_enabled() and self.config.random_shift > 0
+        # Only imitation asks for augmentation: PPO must recompute log-probs on the features the rollout saw.
+        augment = augment and self.config.random_shift > 0
         feats = []
         if len(self.backbones) == 1:  # one backbone pass over all cameras stacked along the batch
             x = torch.cat(images, dim=0)
