@@ -24,7 +24,10 @@ IMAGE_OPTIONS = {"none": {}, "cnn": {"cameras": ["front", "wrist"], "shape": IMG
                  "resnet18": {"cameras": ["front"], "shape": IMG, "backbone": "resnet18", "shared_backbone": False}}
 LANGUAGE_OPTIONS = {"none": {}, "transformer": {"kind": "transformer", "dim": 32, "layers": 1},
                     "embedding": {"kind": "embedding", "dim": 16, "tasks": TASKS}}
-COMBOS = [(img, lang, fusion) for img in IMAGE_OPTIONS for lang in LANGUAGE_OPTIONS
+# ResNet-18 has 11M parameters: one combination by default (FiLM on its 512-channel maps), the rest are slow.
+COMBOS = [pytest.param(img, lang, fusion, marks=[pytest.mark.slow] if img == "resnet18" and
+                       (lang, fusion) != ("embedding", "film") else [])
+          for img in IMAGE_OPTIONS for lang in LANGUAGE_OPTIONS
           for fusion in ("concat", "film", "tokens") if not (fusion == "film" and lang == "none")]
 
 
