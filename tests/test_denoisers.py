@@ -11,6 +11,16 @@ from robopolicy.heads.diffusion import DiffusionHead, DiffusionHeadConfig
 from robopolicy.heads.flow import FlowHead, FlowHeadConfig
 from robopolicy.policy import Policy, PolicyConfig
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 DIT = {"denoiser": "transformer", "dit_width": 32, "dit_depth": 2, "dit_heads": 4}
 
 
@@ -112,3 +122,41 @@ def test_unknown_denoiser_is_rejected():
         DiffusionHead(6, 2, 3, DiffusionHeadConfig(denoiser="unet"))
     with pytest.raises(ValueError, match="denoiser"):
         FlowHead(6, 2, 3, FlowHeadConfig(denoiser="unet"))
+
+
+def test_policy_config_group_builds_the_transformer_denoiser():
+    from robopolicy.cli import compose
+    from robopolicy.train_run import policy_config_for
+
+    cfg = compose("train", ["env=constant_reward", "policy=diffusion_dit"])
+    env = type("Env", (), {"state_dim": 2, "action_dim": 1, "chunk": 4, "action_low": torch.tensor([-1.0]),
+                           "action_high": torch.tensor([1.0])})()
+    policy = Policy(policy_config_for(cfg, env))
+    assert isinstance(policy.head.denoiser, TransformerDenoiser) and len(policy.head.denoiser.blocks) == 2
+
+
+@pytest.mark.parametrize("head", ["diffusion", "flow"])
+def test_ppo_update_with_the_transformer_denoiser(head):
+    """The head contract's PPO path: first-minibatch ratio 1, finite metrics, weights move."""
+    import envs
+    from robopolicy.algorithms.ppo import PPO, PPOConfig
+    from robopolicy.critic import CriticConfig, ValueCritic
+    from robopolicy.objective import ForwardCache, PPOClipTerm
+    from robopolicy.rollout import LocalRollouts
+
+    torch.manual_seed(0)
+    env = envs.make_gym_vec_env("robopolicy/ConstantReward-v0", num_envs=2, chunk=2)
+    steps = {"num_inference_steps": 4, "num_train_timesteps": 20} if head == "diffusion" else {"num_steps": 4}
+    policy = Policy(PolicyConfig(head=head, head_options=DIT | steps, state_dim=env.state_dim,
+                                 action_dim=env.action_dim, chunk=env.chunk, action_low=env.action_low.tolist(),
+                                 action_high=env.action_high.tolist()))
+    critic = ValueCritic(env.state_dim, CriticConfig(hidden_sizes=[16]))
+    ppo = PPO(policy, critic, PPOConfig(n_steps=8, batch_size=8, n_epochs=2), num_envs=2)
+    rollout = LocalRollouts(env, n_steps=8).collect(policy)
+    _, first = PPOClipTerm(0.2)(ForwardCache(policy, critic, ppo.prepare(rollout)))
+    assert float(first["ratio_mean"]) == pytest.approx(1.0, abs=1e-5)
+    before = [p.detach().clone() for p in policy.head.parameters()]
+    metrics = ppo.update(rollout)
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k != "ppo/log_std_mean")
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.head.parameters(), strict=True))
+    env.close()

@@ -14,6 +14,15 @@ from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.types import ActionSample
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_ensemble_hand_computed():
     """H = 3, A = 1, m = 0.5; chunk_t = [10t + 1, 10t + 2, 10t + 3]. Step t averages chunk_t[0],
     chunk_{t-1}[1], chunk_{t-2}[2] with weights 1, e^-0.5, e^-1 from the OLDEST prediction on."""

@@ -17,6 +17,16 @@ pytest.importorskip("lerobot")
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.factory import make_pre_post_processors
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 ENV_CFG = {"_target_": "envs.gym_vec.make_gym_vec_env", "id": "robopolicy/ConstantReward-v0", "num_envs": 2,
            "vectorization": "sync", "chunk": 4, "max_episode_steps": None, "kwargs": {"max_steps": 5}, "seed": 0,
            "render_mode": None}
