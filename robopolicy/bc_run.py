@@ -136,6 +136,13 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
             raise ConfigError(f"dataset: {err}") from err
         check_demos(demos, env, str(cfg.dataset), str(cfg.env.id))
         policy = Policy(fill_encoder_from_demos(policy_config_for(cfg, env), demos))
+        extra = policy.config.encoder.obs_keys()
+        if extra and (int(cfg.eval_episodes) > 0 or algo_cfg.eval_every > 0):  # fail now, not after training
+            observed = set(env.reset(seed=int(cfg.seed)))
+            missing = [k for k in extra if k not in observed]
+            if missing:
+                raise ConfigError(f"policy.encoder: reads {missing}, which env {cfg.env.id} does not observe "
+                                  f"(it observes {sorted(observed)}); train with eval_episodes=0 algo.eval_every=0")
     finally:
         env.close()
     device = torch.device(cfg.device)

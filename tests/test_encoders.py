@@ -200,6 +200,11 @@ def test_bc_on_an_image_dataset_runs_through_run_training(tmp_path):
     bad = compose("train", [*cfg_overrides(tmp_path), "policy.encoder.image.cameras=[side]"])
     with pytest.raises(ConfigError, match="observation.images.side"):
         run_training(bad, show_progress=False)
+    # Evaluation needs the env to observe the camera: refused before any training.
+    no_camera = compose("train", [*cfg_overrides(tmp_path), "policy.encoder.image.cameras=[front]", "eval_episodes=2"])
+    with pytest.raises(ConfigError, match=r"reads \['observation.images.front'\].*does not observe"):
+        run_training(no_camera, show_progress=False)
+    assert not (tmp_path / "runs" / "bad").exists()
 
 
 def cfg_overrides(tmp_path) -> list[str]:

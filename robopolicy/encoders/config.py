@@ -98,6 +98,11 @@ class EncoderConfig:
         if self.fusion == "film" and self.language.kind == "none":
             raise ValueError("encoder.fusion=film: FiLM is conditioned on the instruction; set encoder.language.kind")
 
+    def obs_keys(self) -> list[str]:
+        """Observation keys this encoder reads besides observation.state."""
+        keys = [f"observation.images.{cam}" for cam in self.image.cameras]
+        return keys + (["task"] if self.language.kind != "none" else [])
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | EncoderConfig) -> EncoderConfig:
         return data if isinstance(data, EncoderConfig) else _build(cls, data, "encoder")
