@@ -95,6 +95,8 @@ def evaluate(
     frames: list[np.ndarray] = []
     try:
         obs = env.reset(seed=seed)
+        if hasattr(actor, "reset"):  # nothing carried over from an earlier evaluation
+            actor.reset()
         while sum(len(d) for d in done_per_env) < n_envs * per_env:
             if video_path is not None and not done_per_env[0]:
                 frames.append(env.render())  # env 0's first episode
