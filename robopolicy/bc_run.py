@@ -67,6 +67,24 @@ def check_demos(demos: Any, env: Any, root: str, env_name: str = "the env") -> N
             raise ConfigError(f"dataset: {root} {key} contains NaN or Inf")
 
 
+def load_demo_tensors(cfg: DictConfig, env: Any, device: torch.device) -> tuple[Any, dict[str, torch.Tensor], torch.Tensor]:
+    """``cfg.dataset`` as chunks for ``env``, checked: (demos, obs on device, actions (N, H, A) padding filled)."""
+    if not cfg.get("dataset"):
+        raise ConfigError("dataset: required (a LeRobotDataset directory)")
+    if not Path(cfg.dataset).exists():
+        raise ConfigError(f"dataset: {cfg.dataset} does not exist")
+    from robopolicy.data.demos import load_demos  # lerobot is imported only when demos are used
+
+    try:
+        demos = load_demos(cfg.dataset, chunk=int(env.chunk))
+    except (FileNotFoundError, ValueError) as err:  # the loader names what is wrong with the folder
+        raise ConfigError(f"dataset: {err}") from err
+    check_demos(demos, env, str(cfg.dataset), str(cfg.env.id))
+    obs = {k: v.to(device) for k, v in demos.obs.items() if isinstance(v, torch.Tensor)}
+    actions = fill_padded_actions(demos.actions, getattr(demos, "action_is_pad", None)).to(device)
+    return demos, obs, actions
+
+
 def fill_encoder_from_demos(config: PolicyConfig, demos: Any) -> PolicyConfig:
     """Complete the encoder config from the dataset: each camera's (C, H, W) when ``image.shape`` is empty,
     and the task vocabulary of a learned task embedding when ``language.tasks`` is empty."""
@@ -127,14 +145,9 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     algo_cfg = bc_config(cfg)
     seed_everything(int(cfg.seed))
     env = build_env(OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)}))
+    device = torch.device(cfg.device)
     try:
-        from robopolicy.data.demos import load_demos  # written alongside; imported only for algo=bc
-
-        try:
-            demos = load_demos(cfg.dataset, chunk=int(env.chunk))
-        except (FileNotFoundError, ValueError) as err:  # the loader names what is wrong with the folder
-            raise ConfigError(f"dataset: {err}") from err
-        check_demos(demos, env, str(cfg.dataset), str(cfg.env.id))
+        demos, obs, actions = load_demo_tensors(cfg, env, device)
         policy = Policy(fill_encoder_from_demos(policy_config_for(cfg, env), demos))
         extra = policy.config.encoder.obs_keys()
         if extra and (int(cfg.eval_episodes) > 0 or algo_cfg.eval_every > 0):  # fail now, not after training
@@ -145,12 +158,9 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                                   f"(it observes {sorted(observed)}); train with eval_episodes=0 algo.eval_every=0")
     finally:
         env.close()
-    device = torch.device(cfg.device)
     policy = policy.to(device)
-    obs: dict[str, Any] = {k: v.to(device) for k, v in demos.obs.items() if isinstance(v, torch.Tensor)}
     if policy.config.encoder.language.kind != "none":
-        obs[TASK] = np.asarray(demos.task)
-    actions = fill_padded_actions(demos.actions, getattr(demos, "action_is_pad", None)).to(device)
+        obs[TASK] = np.asarray(demos.task)  # type: ignore[assignment]  (strings, indexed by DemoSampler)
     set_obs_stats(policy, getattr(demos, "stats", None), obs)
     bc = BC(policy, algo_cfg)
     bc.sync_ema()

@@ -75,6 +75,10 @@ class TrainConfig:
     """LeRobotDataset directory of demonstrations; required for algo=bc."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder to start from (fine-tuning); replaces the policy= architecture."""
+    teacher: str | None = None
+    """Teacher policy / checkpoint / run folder for the distill term (algo=distill)."""
+    stop_success: float | None = None
+    """Stop training once a periodic evaluation reaches this success rate in [0, 1] (None: never)."""
     update_obs_stats: bool | None = None
     """Keep updating the policy's observation statistics from rollouts; None: yes for a fresh policy,
     no when starting from init_policy (its statistics are what its weights were trained on)."""

@@ -17,6 +17,7 @@ from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.evaluate import eval_metrics, evaluate
+from robopolicy.group_rollouts import GroupRollouts
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
@@ -51,7 +52,8 @@ def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
     return PolicyConfig.from_dict(data)  # type: ignore[arg-type]
 
 
-ALGOS = ("ppo", "bc")
+ALGOS = ("ppo", "bc", "distill")
+ON_POLICY = ("ppo", "distill")  # both run the PPO class; distill weights the distill term only
 
 
 def _algo_name(cfg: DictConfig) -> str:
@@ -69,25 +71,50 @@ def _algo_name(cfg: DictConfig) -> str:
 def _algo_config(cfg: DictConfig) -> PPOConfig:
     data = OmegaConf.to_container(cfg.algo, resolve=True)
     name = data.get("name")  # type: ignore[union-attr]
-    if name != "ppo":
+    if name not in ON_POLICY:
         raise ConfigError(f"algo.name: {name!r} does not run on rollouts; algo=bc runs through run_training / run_bc")
     try:
         return PPOConfig(**data)  # type: ignore[arg-type]
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from err
+
+
+def _checked_policy(key: str, path: str, cfg: DictConfig, env: Any) -> Policy:
+    policy = load_policy(path)
+    have = (policy.config.state_dim, policy.config.action_dim, policy.config.chunk)
+    want = (int(env.state_dim), int(env.action_dim), int(env.chunk))
+    if have != want:
+        raise ConfigError(f"{key}: {path} has (state_dim, action_dim, chunk) = {have}, "
+                          f"the env {cfg.env.id} needs {want}")
+    return policy
+
+
+def auxiliary_inputs(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) -> dict[str, Any]:
+    """What the fine-tuning terms need: the teacher (distill), the frozen pretrained policy
+    (anchor) and demo minibatches (bc); each loaded only when its coefficient is non-zero."""
+    device = torch.device(cfg.device)
+    out: dict[str, Any] = {"teacher": None, "reference": None, "demos": None}
+    if algo_cfg.distill_coef > 0:
+        if not cfg.get("teacher"):
+            raise ConfigError("teacher: required when algo.distill_coef > 0 (a policy / checkpoint / run folder)")
+        out["teacher"] = _checked_policy("teacher", cfg.teacher, cfg, env).to(device)
+    if algo_cfg.anchor_coef > 0:
+        if not cfg.get("init_policy"):
+            raise ConfigError("init_policy: required when algo.anchor_coef > 0 (the policy to stay close to)")
+        out["reference"] = _checked_policy("init_policy", cfg.init_policy, cfg, env).to(device)
+    if algo_cfg.bc_coef > 0:
+        from robopolicy.bc_run import DemoSampler, load_demo_tensors  # bc_run imports this module
+
+        _, obs, actions = load_demo_tensors(cfg, env, device)
+        out["demos"] = DemoSampler(obs, actions, algo_cfg.bc_batch_size, seed=seed)
+    return out
 
 
 def initial_policy(cfg: DictConfig, env: Any) -> Policy:
     """A fresh policy for the env, or the one ``init_policy`` points to, checked against the env."""
     if not cfg.get("init_policy") or cfg.get("resume"):
         return Policy(policy_config_for(cfg, env))
-    policy = load_policy(cfg.init_policy)
-    have = (policy.config.state_dim, policy.config.action_dim, policy.config.chunk)
-    want = (int(env.state_dim), int(env.action_dim), int(env.chunk))
-    if have != want:
-        raise ConfigError(f"init_policy: {cfg.init_policy} has (state_dim, action_dim, chunk) = {have}, "
-                          f"the env {cfg.env.id} needs {want}")
-    return policy
+    return _checked_policy("init_policy", cfg.init_policy, cfg, env)
 
 
 def build_env(env_cfg: DictConfig) -> Any:
@@ -123,7 +150,7 @@ class TrainingSession:
     policy: Policy
     critic: ValueCritic
     algo: PPO
-    source: LocalRollouts
+    source: LocalRollouts | GroupRollouts
     logger: RunLogger
     trainer: Trainer
 
@@ -148,6 +175,7 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     env = build_env(env_cfg)
     try:
         policy = initial_policy(cfg, env).to(cfg.device)
+        aux = auxiliary_inputs(cfg, algo_cfg, env, seed=int(cfg.seed))
     except Exception:
         env.close()
         raise
@@ -155,12 +183,16 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
-    algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps))
+    try:
+        algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps), **aux)
+    except ValueError as err:
+        env.close()
+        raise ConfigError(str(err)) from err
     state: dict[str, Any] = {"step": 0, "iteration": 0, "policy_version": 0}
     if resume_ckpt is not None:
         state = load_training_state(resume_ckpt, policy, critic)
         algo.load_state_dict(state["algo"])
-    source = LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=int(env_cfg.seed) + int(state["step"]))
+    source = experience_source(cfg, algo_cfg, env, seed=int(env_cfg.seed) + int(state["step"]))
     source.policy_version = int(state["policy_version"])
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
     trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
@@ -168,6 +200,19 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     trainer.iteration = int(state["iteration"])
     trainer.best_return = float(state.get("best_return", -float("inf")))
     return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)
+
+
+def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) -> LocalRollouts | GroupRollouts:
+    """Continuing rollouts of n_steps for GAE; whole episodes from shared initial states for grpo / gdpo."""
+    if algo_cfg.advantage == "gae":
+        return LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=seed)
+    if not cfg.env.get("max_episode_steps"):
+        raise ConfigError(f"env.max_episode_steps: required for algo.advantage={algo_cfg.advantage} (episode length)")
+    try:
+        return GroupRollouts(env, int(cfg.env.max_episode_steps), algo_cfg.group_size, seed=seed,
+                             decoupled=algo_cfg.advantage == "gdpo")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def periodic_evaluator(cfg: DictConfig):

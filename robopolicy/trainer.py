@@ -90,7 +90,7 @@ class Trainer:
                 if next_eval is not None and self.evaluator is not None and self.step >= next_eval:
                     metrics |= self.evaluator(self.policy)
                     next_eval = (self.step // eval_every + 1) * eval_every
-                    self._after_eval(metrics["eval/return"])
+                    self._after_eval(metrics)
                 self.logger.log(self.step, metrics)
                 last = metrics
                 ret = metrics.get("episode/return")
@@ -102,17 +102,23 @@ class Trainer:
                     self.save()
                     next_ckpt = (self.step // every + 1) * every
                 if self.stopped_at_return:
-                    bar.console.print(f"stopping at step {self.step:,}: eval return {metrics['eval/return']:.1f} "
-                                      f">= stop_return {self.cfg.stop_return}")
+                    what = (f"success {metrics['eval/success']:.2f}" if "eval/success" in metrics
+                            else f"return {metrics['eval/return']:.1f}")
+                    bar.console.print(f"stopping at step {self.step:,}: eval {what} reached the stop threshold")
                     break
         return last
 
-    def _after_eval(self, eval_return: float) -> None:
-        if self.cfg.get("keep_best", False) and eval_return > self.best_return:
-            self.best_return = eval_return
+    def _after_eval(self, metrics: dict[str, float]) -> None:
+        eval_return, success = metrics["eval/return"], metrics.get("eval/success")
+        # Where the env reports success, "best" is the success rate (return breaks ties: +1e-6 * return).
+        score = eval_return if success is None else success + 1e-6 * eval_return
+        if self.cfg.get("keep_best", False) and score > self.best_return:
+            self.best_return = score
             save_best(self.run_dir, self.policy, self.step, eval_return)
-        stop = self.cfg.get("stop_return")
-        self.stopped_at_return = stop is not None and eval_return >= float(stop)
+        stop, stop_success = self.cfg.get("stop_return"), self.cfg.get("stop_success")
+        self.stopped_at_return = (stop is not None and eval_return >= float(stop)) or (
+            stop_success is not None and success is not None and success >= float(stop_success)
+        )
 
     def save(self) -> Path:
         state = {"step": self.step, "iteration": self.iteration, "algo": self.algo.state_dict(),
