@@ -101,7 +101,8 @@ def cmd_eval(overrides: list[str]) -> int:
         env_cfg = run_cfg.env
     video = ckpt / "videos" / "eval.mp4" if cfg.video else None
     result = evaluate(policy, env_cfg, episodes=int(cfg.episodes), deterministic=bool(cfg.deterministic),
-                      seed=int(cfg.seed), video_path=video)
+                      seed=int(cfg.seed), video_path=video, execution=str(cfg.execution),
+                      n_action_steps=cfg.n_action_steps, ensemble_coeff=float(cfg.ensemble_coeff))
     summary = result.summary() | {"checkpoint": str(ckpt), "env": OmegaConf.select(env_cfg, "id")}
     _print_eval(summary)
     print(json.dumps(summary))

@@ -105,6 +105,12 @@ class EvalConfig:
     """Env seed for evaluation (distinct from training seeds)."""
     env: Any = None
     """Env override; None: the env the checkpoint was trained on."""
+    execution: str = "chunk"
+    """chunk (the env runs whole chunks), receding (first n_action_steps, then re-plan) or ensemble (ACT)."""
+    n_action_steps: int | None = None
+    """Actions executed per chunk for execution=receding; None: H."""
+    ensemble_coeff: float = 0.01
+    """m of the temporal-ensembling weights exp(-m i), i = 0 the oldest prediction (execution=ensemble)."""
 
 
 def register_configs() -> None:

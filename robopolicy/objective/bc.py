@@ -32,4 +32,4 @@ class BCTerm(ObjectiveTerm):
         policy = cache.policy
         batch = self.demos.next()
         target = policy.scaler.from_env(batch["actions"]).clamp(-1.0, 1.0)
-        return policy.head.imitation_loss(policy.features(batch["obs"]), target), {}
+        return policy.head.imitation_loss(policy.features(batch["obs"], augment=True), target), {}
