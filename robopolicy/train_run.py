@@ -18,6 +18,7 @@ from robopolicy.checkpoint import load_policy, load_training_state, resolve_chec
 from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.evaluate import eval_metrics, evaluate
 from robopolicy.group_rollouts import GroupRollouts
+from robopolicy.offline_critic import discounted_returns, pretrain_critic
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
@@ -52,8 +53,8 @@ def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
     return PolicyConfig.from_dict(data)  # type: ignore[arg-type]
 
 
-ALGOS = ("ppo", "bc", "distill")
-ON_POLICY = ("ppo", "distill")  # both run the PPO class; distill weights the distill term only
+ALGOS = ("ppo", "bc", "distill", "o2o")
+ON_POLICY = ("ppo", "distill", "o2o")  # all run the PPO class with different term weights / phases
 
 
 def _algo_name(cfg: DictConfig) -> str:
@@ -107,11 +108,16 @@ def auxiliary_inputs(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) 
             raise ConfigError("init_policy: required when algo.anchor_coef > 0 (the policy to stay close to)")
         out["reference"] = _checked_policy("init_policy", cfg.init_policy, cfg, env,
                                            cfg.get("init_head_options")).to(device)
-    if algo_cfg.bc_coef > 0:
+    if algo_cfg.bc_coef > 0 or algo_cfg.critic_pretrain_steps > 0:
         from robopolicy.bc_run import DemoSampler, load_demo_tensors  # bc_run imports this module
 
-        _, obs, actions = load_demo_tensors(cfg, env, device)
-        out["demos"] = DemoSampler(obs, actions, algo_cfg.bc_batch_size, seed=seed)
+        demos, obs, actions = load_demo_tensors(cfg, env, device)
+        if algo_cfg.bc_coef > 0:
+            out["demos"] = DemoSampler(obs, actions, algo_cfg.bc_batch_size, seed=seed)
+        if algo_cfg.critic_pretrain_steps > 0:
+            if getattr(demos, "reward", None) is None:
+                raise ConfigError(f"dataset: {cfg.dataset} stores no next.reward; algo.critic_pretrain_steps needs it")
+            out["offline"] = (obs, demos.reward, demos.episode_index)
     return out
 
 
@@ -191,11 +197,20 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
+    offline = aux.pop("offline", None)
     try:
         algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps), **aux)
     except ValueError as err:
         env.close()
         raise ConfigError(str(err)) from err
+    offline_metrics: dict[str, float] = {}
+    if offline is not None and resume_ckpt is None:
+        obs, reward, episode = offline
+        returns = discounted_returns(reward, episode, algo_cfg.gamma)
+        offline_metrics = pretrain_critic(critic, policy.normalizer, obs, returns.to(cfg.device), algo.return_normalizer,
+                                          algo_cfg.critic_pretrain_steps,
+                                          algo_cfg.critic_learning_rate or algo_cfg.learning_rate,
+                                          algo_cfg.bc_batch_size, seed=int(cfg.seed))
     state: dict[str, Any] = {"step": 0, "iteration": 0, "policy_version": 0}
     if resume_ckpt is not None:
         state = load_training_state(resume_ckpt, policy, critic)
@@ -205,6 +220,8 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
     trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
                       evaluator=periodic_evaluator(cfg))
+    if offline_metrics:
+        logger.log(0, offline_metrics)
     trainer.iteration = int(state["iteration"])
     trainer.best_return = float(state.get("best_return", -float("inf")))
     return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)

@@ -87,6 +87,8 @@ class PPOConfig:
     """Weight of the clipped policy-gradient term (0: no reward signal, e.g. pure distillation)."""
     critic_warmup_updates: int = 0
     """First updates that train only the critic (fine-tuning a pretrained actor with a fresh critic)."""
+    critic_pretrain_steps: int = 0
+    """Offline phase (o2o): critic gradient steps on the dataset= demos' discounted returns before any env step."""
     bc_coef: float = 0.0
     """Weight of the imitation term on the run's dataset= demos (DAPG); 0: off."""
     bc_decay: float = 1.0
@@ -112,7 +114,8 @@ class PPOConfig:
             "learning_rate": self.learning_rate >= 0, "gamma": 0 < self.gamma <= 1,
             "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
             "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
-            "critic_warmup_updates": self.critic_warmup_updates >= 0, "bc_coef": self.bc_coef >= 0,
+            "critic_warmup_updates": self.critic_warmup_updates >= 0,
+            "critic_pretrain_steps": self.critic_pretrain_steps >= 0, "bc_coef": self.bc_coef >= 0,
             "bc_decay": 0 <= self.bc_decay <= 1, "bc_batch_size": self.bc_batch_size >= 1,
             "anchor_coef": self.anchor_coef >= 0, "distill_coef": self.distill_coef >= 0,
             "anchor_kind": self.anchor_kind in DIVERGENCE_KINDS,

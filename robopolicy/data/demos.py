@@ -28,6 +28,8 @@ from torch import Tensor
 
 from robopolicy.types import ACTION, OBS_STATE
 
+REWARD = "next.reward"
+
 
 def quiet_lerobot_video_probe() -> None:
     """LeRobot logs a long torchcodec traceback when FFmpeg's shared libraries are missing and then
@@ -45,6 +47,7 @@ class DemoData:
     action_is_pad: Tensor              # (N, H) bool
     task: list[str]                    # (N,) instruction strings
     stats: dict[str, dict[str, Tensor]]  # per obs key and "action": mean / std / min / max, float32
+    reward: Tensor | None = None       # (N,) float32 r_{t+1} of each frame (``next.reward``), when stored
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -108,8 +111,12 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
     actions = torch.from_numpy(act.astype(np.float32)[idx])
     # Images get no statistics: the encoder scales them to [0, 1] instead of normalizing them.
     stats = {k: _stats(v) for k, v in obs.items() if k not in images} | {ACTION: _stats(torch.from_numpy(act.astype(np.float32)))}
+    reward = None
+    if REWARD in features:  # offline critic pretraining needs it; BC does not
+        reward = torch.from_numpy(_column(hf, REWARD, episode, tuple(features[REWARD]["shape"])).astype(np.float32))
+        reward = reward.reshape(len(episode))
     return DemoData(obs=obs, actions=actions, episode_index=torch.from_numpy(episode),
-                    action_is_pad=torch.from_numpy(pad), task=task, stats=stats)
+                    action_is_pad=torch.from_numpy(pad), task=task, stats=stats, reward=reward)
 
 
 def _column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
