@@ -97,6 +97,7 @@ def _steps_to(metrics: Path, threshold: float) -> int | None:
     """First env step at which a periodic evaluation reached ``threshold`` success."""
     for line in metrics.read_text().splitlines():
         row = json.loads(line)
-        if not row.get("eval/is_initial") and (row.get("eval/success") or 0.0) >= threshold:
+        periodic = not row.get("eval/is_initial") and not row.get("eval/is_final")
+        if periodic and (row.get("eval/success") or 0.0) >= threshold:
             return int(row["step"])
     return None

@@ -276,7 +276,7 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
                               video_path=video)
             eval_summary = result.summary() | {"policy": which}
-            session.logger.log(trainer.step, eval_metrics(eval_summary))
+            session.logger.log(trainer.step, eval_metrics(eval_summary) | {"eval/is_final": 1.0})
     finally:
         session.close()
     plot = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)
