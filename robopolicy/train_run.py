@@ -218,8 +218,9 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     source = experience_source(cfg, algo_cfg, env, seed=int(env_cfg.seed) + int(state["step"]))
     source.policy_version = int(state["policy_version"])
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
+    behaviour = aux["teacher"] if algo_cfg.act_with == "teacher" else None
     trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
-                      evaluator=periodic_evaluator(cfg))
+                      evaluator=periodic_evaluator(cfg), behaviour=behaviour)
     if offline_metrics:
         logger.log(0, offline_metrics)
     trainer.iteration = int(state["iteration"])

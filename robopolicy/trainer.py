@@ -44,12 +44,15 @@ class Trainer:
         logger: RunLogger,
         start_step: int = 0,
         evaluator: Callable[[Policy], dict[str, float]] | None = None,
+        behaviour: Policy | None = None,
     ):
         self.policy, self.critic, self.algo, self.source = policy, critic, algo, source
         self.run_dir, self.cfg, self.logger = run_dir, cfg, logger
         self.step = start_step
         self.iteration = 0
         self.evaluator = evaluator
+        # Who acts in the env: the trained policy (on-policy), or a teacher (BC on teacher data).
+        self.behaviour = behaviour
         self.best_return = -float("inf")
         self.stopped_at_return = False
         flag = cfg.get("update_obs_stats")
@@ -75,7 +78,7 @@ class Trainer:
             task = bar.add_task("train", total=total_steps, completed=self.step, ret="-", sps="-")
             while self.step < total_steps:
                 t0 = time.perf_counter()
-                rollout = self.source.collect(self.policy)
+                rollout = self.source.collect(self.behaviour or self.policy)
                 t1 = time.perf_counter()
                 metrics = self.algo.update(rollout, progress=self.step / total_steps)
                 if self.update_obs_stats:

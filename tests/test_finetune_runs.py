@@ -63,3 +63,17 @@ def test_distill_without_a_teacher_is_named(tmp_path):
     cfg = compose("train", [*TOY, "algo=distill", f"runs_dir={tmp_path}", "name=d"])
     with pytest.raises(ConfigError, match="teacher: required"):
         run_training(cfg, show_progress=False)
+
+
+def test_bc_on_teacher_data_collects_with_the_teacher(tmp_path, bc_policy):
+    cfg = compose("train", [*TOY, "algo=distill", f"teacher={bc_policy}", "algo.distill_kind=dagger",
+                            "algo.act_with=teacher", "policy=gaussian", "policy.encoder.hidden_sizes=[32,32]",
+                            "algo.n_steps=16", f"runs_dir={tmp_path / 'runs'}", "name=bct"])
+    out = [r for r in rows(run_training(cfg, show_progress=False).run_dir) if "loss/distill" in r]
+    assert out and all(torch.isfinite(torch.tensor(r["loss/distill"])) for r in out)
+
+
+def test_teacher_rollouts_need_the_dagger_term(tmp_path):
+    cfg = compose("train", [*TOY, "algo=distill", "algo.act_with=teacher", f"runs_dir={tmp_path}", "name=d"])
+    with pytest.raises(ConfigError, match="act_with"):
+        run_training(cfg, show_progress=False)

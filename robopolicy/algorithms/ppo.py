@@ -103,6 +103,8 @@ class PPOConfig:
     """Weight of the divergence to the teacher= policy on the student's own traces; 0: off."""
     distill_kind: str = "reverse_kl"
     """reverse_kl (student || teacher), forward_kl, js, or dagger (teacher actions as labels)."""
+    act_with: str = "student"
+    """Who collects the rollouts: student (on-policy), or teacher (distill_kind=dagger only: BC on teacher data)."""
     advantage: str = "gae"
     """gae (critic), grpo (group-relative episode return) or gdpo (per-channel group normalization)."""
     group_size: int = 8
@@ -121,6 +123,7 @@ class PPOConfig:
             "anchor_kind": self.anchor_kind in DIVERGENCE_KINDS,
             "distill_kind": self.distill_kind in (*DIVERGENCE_KINDS, "dagger"),
             "advantage": self.advantage in ("gae", "grpo", "gdpo"), "group_size": self.group_size >= 2,
+            "act_with": self.act_with == "student" or (self.act_with == "teacher" and self.distill_kind == "dagger"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -129,7 +132,7 @@ class PPOConfig:
                              "(n_steps, batch_size, n_epochs >= 1; 0 < gamma <= 1; 0 <= gae_lambda <= 1; "
                              "clip_coef, max_grad_norm, target_kl > 0; coefficients >= 0; 0 <= bc_decay <= 1; "
                              f"kinds in {DIVERGENCE_KINDS} (+ dagger for distill_kind); advantage in gae, grpo, "
-                             "gdpo; group_size >= 2)")
+                             "gdpo; group_size >= 2; act_with=teacher needs distill_kind=dagger)")
 
 
 def flatten_time(x: Tensor) -> Tensor:
