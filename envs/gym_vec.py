@@ -164,12 +164,15 @@ class TorchVecEnv:
         act_space = vec.single_action_space
         name = env_id or str(vec)
         # A 1-D Box is observation.state; a Dict holds LeRobot keys (observation.state (D,), observation.privileged
-        # (P,), observation.images.<cam> (3, h, w) uint8) and is batched key by key.
+        # (P,), observation.images.<cam> (3, h, w) uint8, task: a Text space) and is batched key by key; a Text
+        # key becomes a list of B strings.
         self._keys: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
+        self._text_keys: set[str] = set()
         if isinstance(obs_space, gym.spaces.Dict):
             if OBS_STATE not in obs_space.spaces or len(obs_space[OBS_STATE].shape) != 1:
                 raise ValueError(f"{name}: a Dict observation space needs a 1-D Box {OBS_STATE!r}, got {obs_space}")
             self._keys = {k: (sp.shape, sp.dtype) for k, sp in obs_space.spaces.items()}
+            self._text_keys = {k for k, sp in obs_space.spaces.items() if isinstance(sp, gym.spaces.Text)}
             obs_space = obs_space[OBS_STATE]
         if not isinstance(obs_space, Box) or len(obs_space.shape) != 1:
             raise ValueError(f"{name}: TorchVecEnv needs a 1-D Box observation space (D,), got {obs_space}")
@@ -228,7 +231,7 @@ class TorchVecEnv:
         self._succ = [None] * self.num_envs
         # np.array copies: with copy=False the vector env reuses its obs buffer.
         if self._keys is not None:
-            return {k: torch.from_numpy(np.array(obs[k])) for k in self._keys}
+            return self._to_torch({k: list(obs[k]) if k in self._text_keys else obs[k] for k in self._keys}, copy=True)
         return {OBS_STATE: torch.from_numpy(np.array(obs, dtype=np.float32))}
 
     def step(self, actions: Tensor | np.ndarray) -> StepResult:
@@ -356,7 +359,8 @@ class TorchVecEnv:
     def _step_sync_dict(self, a: np.ndarray) -> StepResult:
         """``_step_sync`` for Dict observations: the same loop, one buffer per key."""
         B = self.num_envs
-        obs = {k: np.empty((B, *shape), dtype) for k, (shape, dtype) in self._keys.items()}
+        obs = {k: [None] * B if k in self._text_keys else np.empty((B, *shape), dtype)
+               for k, (shape, dtype) in self._keys.items()}
         rew = np.empty(B, np.float32)
         term = np.empty(B, np.bool_)
         trunc = np.empty(B, np.bool_)
@@ -374,21 +378,21 @@ class TorchVecEnv:
                 finals.append((i, o))
                 episodes.append(self._end_episode(i))
                 o, _ = env.reset()
-            for k in obs:
-                obs[k][i] = o[k]
+            for k, buf in obs.items():
+                buf[i] = o[k]
         final = obs
         if finals:
             final = {k: v.copy() for k, v in obs.items()}
             for i, o in finals:
-                for k in final:
-                    final[k][i] = o[k]
-        obs_t = {k: torch.from_numpy(v) for k, v in obs.items()}
+                for k, buf in final.items():
+                    buf[i] = o[k]
+        obs_t = self._to_torch(obs)
         return StepResult(
             obs=obs_t,
             reward=torch.from_numpy(rew),
             terminated=torch.from_numpy(term),
             truncated=torch.from_numpy(trunc),
-            final_obs=obs_t if final is obs else {k: torch.from_numpy(v) for k, v in final.items()},
+            final_obs=obs_t if final is obs else self._to_torch(final),
             chunk_steps=torch.from_numpy(steps),
             episodes=episodes,
         )
@@ -397,7 +401,7 @@ class TorchVecEnv:
         """Any other VectorEnv (async): sub-envs are ActionChunk + _KeepInfo wrapped, infos are batched."""
         o, r, te, tr, info = self._vec.step(a)
         if self._keys is not None:  # Dict obs: key by key; info["final_obs"][i] is env i's obs dict
-            obs = {k: np.array(o[k]) for k in self._keys}
+            obs = {k: list(o[k]) if k in self._text_keys else np.array(o[k]) for k in self._keys}
         else:
             obs = np.array(o, dtype=np.float32)
         final = obs
@@ -410,8 +414,8 @@ class TorchVecEnv:
         if done.any() and self._keys is not None:
             final = {k: v.copy() for k, v in obs.items()}
             for i in np.flatnonzero(done):
-                for k in final:
-                    final[k][i] = info["final_obs"][i][k]
+                for k, buf in final.items():
+                    buf[i] = info["final_obs"][i][k]
         elif done.any():
             final = obs.copy()
             for i in np.flatnonzero(done):
@@ -424,8 +428,8 @@ class TorchVecEnv:
             if done[i]:
                 episodes.append(self._end_episode(i))
         if self._keys is not None:
-            obs_d = {k: torch.from_numpy(v) for k, v in obs.items()}
-            final_d = obs_d if final is obs else {k: torch.from_numpy(v) for k, v in final.items()}
+            obs_d = self._to_torch(obs)
+            final_d = obs_d if final is obs else self._to_torch(final)
         else:
             obs_t = torch.from_numpy(obs)
             obs_d = {OBS_STATE: obs_t}
@@ -439,6 +443,11 @@ class TorchVecEnv:
             chunk_steps=torch.from_numpy(steps),
             episodes=episodes,
         )
+
+    def _to_torch(self, obs: dict[str, Any], copy: bool = False) -> Obs:
+        """Dict-of-arrays -> dict of tensors (B, ...); Text keys stay lists of B strings."""
+        return {k: list(v) if k in self._text_keys else torch.from_numpy(np.array(v) if copy else v)
+                for k, v in obs.items()}
 
     def _end_episode(self, i: int) -> EpisodeStats:
         stats = EpisodeStats(ret=float(self._ret[i]), length=int(self._len[i]), success=self._succ[i], env_index=i)
