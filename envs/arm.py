@@ -50,7 +50,7 @@ N_ARM = 6
 MAX_DELTA = 0.03                  # m of gripper motion per control step at |action| = 1
 MAX_LEAD = 0.05                   # the integrated ee target never runs further than this ahead of the gripper
 FINGER_OPEN = 0.04                # m per finger
-WORKSPACE = (np.array([0.2, -0.35, 0.018]), np.array([0.72, 0.35, 0.45]))
+WORKSPACE = (np.array([0.2, -0.35, 0.018]), np.array([0.62, 0.35, 0.45]))  # x <= 0.62: the arm's reach
 HOME_EE = np.array([0.4, 0.0, 0.2])
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # hand orientation: identity = pointing down, fingers along y
 STATE_DIMS = {"full": 26, "proprio": 19}

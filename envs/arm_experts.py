@@ -23,6 +23,7 @@ OPEN, CLOSE = -1.0, 1.0
 PUCK_R = 0.03        # push.xml puck radius
 SAFE_Z = 0.1         # travel height above the table for the gripper centre
 CARRY_SPEED = 0.6
+PUSH_SPEED = 0.5
 
 
 def _toward(ee: np.ndarray, waypoint: np.ndarray, gripper: float, speed: float = 1.0) -> np.ndarray:
@@ -48,7 +49,7 @@ def push_rule(s: TaskState) -> np.ndarray:
         if s.ee[2] > low + 0.02 or lateral > 0.012:
             return _toward(s.ee, np.array([*behind, low]), CLOSE)
         aim = s.goal[:2] - u * (PUCK_R + 0.012)  # where the gripper is when the puck's centre is on the goal
-        return _toward(s.ee, np.array([*aim, low]), CLOSE)
+        return _toward(s.ee, np.array([*aim, low]), CLOSE, speed=PUSH_SPEED)  # faster kicks the puck away
     if s.ee[2] < SAFE_Z - 0.03 and np.linalg.norm(s.ee[:2] - behind) > 0.02:
         return _toward(s.ee, np.array([*s.ee[:2], SAFE_Z]), CLOSE)  # lift before going around the puck
     return _toward(s.ee, np.array([*behind, SAFE_Z]), CLOSE)

@@ -147,7 +147,7 @@ TASKS: dict[str, Task] = {
         {"ee_to_goal": r_ee_to_goal, "success": r_success(reach_success, 1.0)},
     ),
     "push": Task(
-        "push", "push.xml", "push the puck to the green goal", 80, True, 0.02, _sample_push, push_success,
+        "push", "push.xml", "push the puck to the green goal", 80, True, 0.015, _sample_push, push_success,
         {"ee_to_obj": r_ee_to_obj, "obj_to_goal": r_obj_to_goal_xy, "success": r_success(push_success, 1.0)},
     ),
     "pick_place": Task(

@@ -100,9 +100,13 @@ def scripted_expert(task: str) -> ScriptedExpert:
         return getattr(metaworld.policies, TASKS[task][0])()
 
 
-class _SeededTaskReset(gym.Wrapper):
+class _SeededTaskReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Make ``reset(seed)`` seed Meta-World: its ``reset`` ignores the seed, so reseed its RNG (``env.seed``)
     first; MT1's task draw then comes from the freshly seeded RNG."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -110,18 +114,31 @@ class _SeededTaskReset(gym.Wrapper):
         return self.env.reset(options=options)
 
 
-class _Observe(gym.ObservationWrapper):
+class _Float32State(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """float32 observations in an unbounded Box: Meta-World's own bounds are tighter than what it returns
+    (its reset obs fails ``observation_space.contains``), so a space checker would reject a correct env."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        self.observation_space = Box(-np.inf, np.inf, env.observation_space.shape, np.float32)
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32)
+
+
+class _Observe(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Dict observations: observation.state (D,) float32 and observation.images.<cam> (3, S, S) uint8 rendered
     offscreen (``corner`` turned upright)."""
 
     def __init__(self, env: gym.Env, cameras: tuple[str, ...], image_size: int) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, cameras=cameras, image_size=image_size)
+        gym.ObservationWrapper.__init__(self, env)
         for cam in cameras:
             if cam not in CAMERAS:
                 raise ValueError(f"cameras: unknown Meta-World camera {cam!r}; known: {CAMERAS}")
         self.cameras, self.image_size = cameras, int(image_size)
-        state = env.observation_space
-        spaces: dict[str, gym.Space] = {"observation.state": Box(state.low, state.high, state.shape, np.float32)}
+        spaces: dict[str, gym.Space] = {"observation.state": env.observation_space}
         for cam in cameras:
             spaces[f"observation.images.{cam}"] = Box(0, 255, (3, self.image_size, self.image_size), np.uint8)
         self.observation_space = Dict(spaces)
@@ -159,7 +176,7 @@ def _make_mt1(
     inner time limit is 500). With ``cameras`` the observation is a Dict with images."""
     _check_task(task)
     env = gym.make("Meta-World/MT1", env_name=task, seed=task_seed, render_mode=render_mode, disable_env_checker=True)
-    env = _SeededTaskReset(env)
+    env = _Float32State(_SeededTaskReset(env))
     if cameras:
         env = _Observe(env, tuple(cameras), image_size)
     return env
@@ -185,8 +202,7 @@ class MetaWorldMT10(gym.Env):
         spaces = dict(first.observation_space.spaces)
         s = spaces["observation.state"]
         n = len(MT10_TASKS)
-        spaces["observation.state"] = Box(np.append(s.low, np.zeros(n)).astype(np.float32),
-                                          np.append(s.high, np.ones(n)).astype(np.float32), (s.shape[0] + n,), np.float32)
+        spaces["observation.state"] = Box(-np.inf, np.inf, (s.shape[0] + n,), np.float32)
         spaces["task"] = Text(200, charset=string.printable)
         self.observation_space = Dict(spaces)
         self.action_space = first.action_space
