@@ -199,6 +199,10 @@ class ArmEnv(gym.Env):
         """Used from the next reset on (``envs.randomization.Curriculum``)."""
         self.dr = RandomizationConfig.from_any({**self.dr.__dict__, "scale": float(scale)})
 
+    def randomization_vector(self) -> np.ndarray:
+        """(len(PARAM_NAMES),) float32: this episode's physics parameters (what demos store per frame)."""
+        return self._sample.vector()
+
     def ee_pos(self) -> np.ndarray:
         return self.data.site_xpos[self._ee].copy()
 
