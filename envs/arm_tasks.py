@@ -10,7 +10,7 @@ on the order of -0.1..-1 per step far from the goal and a few units at success.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,13 +20,14 @@ TABLE_Z = 0.0
 
 
 class TaskState(NamedTuple):
-    """What rewards and success read, all in world coordinates (metres). A NamedTuple: built every step."""
+    """What rewards and success read, all in world coordinates (metres). A NamedTuple: built every step.
+    Vectors are (3,) arrays for experts and lists on the env's step path (rewards only index and take distances)."""
 
-    ee: np.ndarray           # (3,) gripper centre (site "ee")
-    grip: float              # finger opening, 0 (closed) .. 0.08 (open)
-    obj: np.ndarray          # (3,) object position (zeros in reach)
-    obj_start: np.ndarray    # (3,) object position at reset
-    goal: np.ndarray         # (3,) goal position
+    ee: Sequence[float]         # (3,) gripper centre (site "ee")
+    grip: float                 # finger opening, 0 (closed) .. 0.08 (open)
+    obj: Sequence[float]        # (3,) object position (zeros in reach)
+    obj_start: Sequence[float]  # (3,) object position at reset
+    goal: Sequence[float]       # (3,) goal position
     obj_half_height: float   # half the object's height (peg: its bottom is obj[2] - this)
 
 
@@ -39,9 +40,8 @@ class Layout:
     socket_xy: np.ndarray | None = None
 
 
-def _dist(a: np.ndarray, b: np.ndarray) -> float:
-    d = a - b
-    return math.sqrt(d @ d)  # np.linalg.norm costs twice as much on a 3-vector
+def _dist(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.dist(a, b)
 
 
 # ---------------------------------------------------------------- success predicates
