@@ -211,10 +211,11 @@ class ArmEnv(gym.Env):
         return self._task_state()
 
     def joint_action_for(self, ee_action: np.ndarray) -> np.ndarray:
-        """The joint_pos action (7,) that realizes the ee_delta action (4,) from the current state (for experts)."""
-        ee = self.data.site_xpos[self._ee]
-        target = np.clip(ee + np.asarray(ee_action[:3], dtype=np.float64) * MAX_DELTA, *WORKSPACE)
-        q = self._ik(target)
+        """The joint_pos action (7,) that realizes the ee_delta action (4,) from the current state (for experts).
+        It advances the same integrated gripper target as ee_delta control (unused otherwise in joint_pos mode),
+        so an expert moves alike in both modes."""
+        self._target = self._next_target(np.asarray(ee_action[:3], dtype=np.float64))
+        q = self._ik(self._target)
         return np.append((2 * q - self._ctrl_lo - self._ctrl_hi) / (self._ctrl_hi - self._ctrl_lo), ee_action[3])
 
     # ------------------------------------------------------------------ internals
