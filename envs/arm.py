@@ -200,6 +200,10 @@ class ArmEnv(gym.Env):
         """Used from the next reset on (``envs.randomization.Curriculum``)."""
         self.dr = RandomizationConfig.from_any({**self.dr.__dict__, "scale": float(scale)})
 
+    def randomization_sample(self) -> DRSample:
+        """This episode's draw (experts read the action latency from it)."""
+        return self._sample
+
     def randomization_vector(self) -> np.ndarray:
         """(len(PARAM_NAMES),) float32: this episode's physics parameters (what demos store per frame)."""
         return self._sample.vector()

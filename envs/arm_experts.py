@@ -26,16 +26,16 @@ CARRY_SPEED = 0.6
 PUSH_SPEED = 0.5
 
 
-def _toward(ee: np.ndarray, waypoint: np.ndarray, gripper: float, speed: float = 1.0) -> np.ndarray:
-    step = np.clip(GAIN * (waypoint - ee) / MAX_DELTA, -speed, speed)
+def _toward(ee: np.ndarray, waypoint: np.ndarray, gripper: float, speed: float = 1.0, gain: float = GAIN) -> np.ndarray:
+    step = np.clip(gain * (waypoint - ee) / MAX_DELTA, -speed, speed)
     return np.append(step, gripper)
 
 
-def reach_rule(s: TaskState) -> np.ndarray:
-    return _toward(s.ee, s.goal, OPEN)
+def reach_rule(s: TaskState, gain: float = GAIN) -> np.ndarray:
+    return _toward(s.ee, s.goal, OPEN, gain=gain)
 
 
-def push_rule(s: TaskState) -> np.ndarray:
+def push_rule(s: TaskState, gain: float = GAIN) -> np.ndarray:
     """Get behind the puck (seen from the goal) at table height, then drive it to the goal with closed fingers."""
     low = 0.02
     to_goal = s.goal[:2] - s.obj[:2]
@@ -47,36 +47,38 @@ def push_rule(s: TaskState) -> np.ndarray:
     lateral = float(np.linalg.norm(rel - along * u))
     if along < -(PUCK_R + 0.01):  # the gripper is behind the puck
         if s.ee[2] > low + 0.02 or lateral > 0.012:
-            return _toward(s.ee, np.array([*behind, low]), CLOSE)
+            return _toward(s.ee, np.array([*behind, low]), CLOSE, gain=gain)
         aim = s.goal[:2] - u * (PUCK_R + 0.012)  # where the gripper is when the puck's centre is on the goal
-        return _toward(s.ee, np.array([*aim, low]), CLOSE, speed=PUSH_SPEED)  # faster kicks the puck away
+        return _toward(s.ee, np.array([*aim, low]), CLOSE, speed=PUSH_SPEED, gain=gain)  # faster kicks the puck away
     if s.ee[2] < SAFE_Z - 0.03 and np.linalg.norm(s.ee[:2] - behind) > 0.02:
-        return _toward(s.ee, np.array([*s.ee[:2], SAFE_Z]), CLOSE)  # lift before going around the puck
-    return _toward(s.ee, np.array([*behind, SAFE_Z]), CLOSE)
+        return _toward(s.ee, np.array([*s.ee[:2], SAFE_Z]), CLOSE, gain=gain)  # lift before going around the puck
+    return _toward(s.ee, np.array([*behind, SAFE_Z]), CLOSE, gain=gain)
 
 
-def _grasp_rule(s: TaskState, grasp_dz: float, width: float, carry: np.ndarray) -> np.ndarray:
+def _grasp_rule(
+    s: TaskState, grasp_dz: float, width: float, carry: np.ndarray, gain: float = GAIN
+) -> np.ndarray:
     """Approach from above, descend, close; once held, go to ``carry``. Held = the closing fingers were stopped
     by something as wide as the object while the gripper is at it (a miss closes them to 0)."""
     grasp = s.obj + np.array([0.0, 0.0, grasp_dz])
     held = np.linalg.norm(s.ee - grasp) < 0.04 and width - 0.012 < s.grip < width + 0.006
     if held:  # carry at 60% speed: the object swings in the grasp under harder accelerations
-        return _toward(s.ee, carry, CLOSE, speed=CARRY_SPEED)
+        return _toward(s.ee, carry, CLOSE, speed=CARRY_SPEED, gain=gain)
     xy_err = float(np.linalg.norm(s.ee[:2] - grasp[:2]))
     clear = s.obj[2] + s.obj_half_height + 0.04  # fingertips 2.5 cm above the object's top
     if xy_err > 0.008:
         z = clear if xy_err > 0.02 else max(s.ee[2], grasp[2] + 0.02)
-        return _toward(s.ee, np.array([*grasp[:2], z]), OPEN)
+        return _toward(s.ee, np.array([*grasp[:2], z]), OPEN, gain=gain)
     if s.ee[2] - grasp[2] > 0.008 and s.grip > width + 0.006:
-        return _toward(s.ee, grasp, OPEN)
-    return _toward(s.ee, grasp, CLOSE)
+        return _toward(s.ee, grasp, OPEN, gain=gain)
+    return _toward(s.ee, grasp, CLOSE, gain=gain)
 
 
-def pick_place_rule(s: TaskState) -> np.ndarray:
-    return _grasp_rule(s, 0.0, 0.04, s.goal)
+def pick_place_rule(s: TaskState, gain: float = GAIN) -> np.ndarray:
+    return _grasp_rule(s, 0.0, 0.04, s.goal, gain=gain)
 
 
-def peg_insert_rule(s: TaskState) -> np.ndarray:
+def peg_insert_rule(s: TaskState, gain: float = GAIN) -> np.ndarray:
     """Grasp the peg 2.5 cm above its centre (fingers stay above the socket), lift it clear, carry it over the
     hole, then lower it in."""
     offset = s.ee - s.obj  # position the peg, not the gripper
@@ -89,7 +91,7 @@ def peg_insert_rule(s: TaskState) -> np.ndarray:
         carry = np.array([*s.ee[:2], 0.17])
     else:
         carry = np.array([*over_hole, 0.17])
-    return _grasp_rule(s, 0.025, 0.03, carry)
+    return _grasp_rule(s, 0.025, 0.03, carry, gain=gain)
 
 
 RULES = {"reach": reach_rule, "push": push_rule, "pick_place": pick_place_rule, "peg_insert": peg_insert_rule}
@@ -105,7 +107,9 @@ class ArmExpert:
         self.rule = RULES[self.env.task.name]
 
     def get_action(self, obs: Any = None) -> np.ndarray:
-        ee_action = self.rule(self.env.task_state())
+        # With k control steps of action latency a proportional step of gain g overshoots; g / (1 + k) does not.
+        gain = GAIN / (1 + self.env.randomization_sample().action_latency)
+        ee_action = self.rule(self.env.task_state(), gain=gain)
         if self.env.control == "joint_pos":
             return self.env.joint_action_for(ee_action).astype(np.float32)
         return ee_action.astype(np.float32)
