@@ -216,14 +216,17 @@ class TorchVecEnv:
         self._succ: list[bool | None] = [None] * self.num_envs
 
     # ------------------------------------------------------------------ BatchedEnv
-    def reset(self, seed: int | None = None) -> Obs:
-        """Reset all envs; env i is seeded with seed + i. The first reset without a seed uses ``self.seed``.
+    def reset(self, seed: int | list[int] | None = None) -> Obs:
+        """Reset all envs; env i is seeded with seed + i, or with seed[i] for a list (B,) of seeds (equal
+        seeds give equal initial states: GRPO groups). The first reset without a seed uses ``self.seed``.
 
         Returns {"observation.state": (B, D) float32} (and the env's other keys if it observes a Dict).
         """
         if seed is None and self._first_reset:
             seed = self.seed
-        obs, _ = self._vec.reset(seed=seed)
+        if isinstance(seed, list | tuple) and len(seed) != self.num_envs:
+            raise ValueError(f"reset: {len(seed)} seeds for {self.num_envs} envs")
+        obs, _ = self._vec.reset(seed=list(seed) if isinstance(seed, list | tuple) else seed)
         self._first_reset = False
         self._needs_reset = False
         self._ret = [0.0] * self.num_envs

@@ -21,6 +21,7 @@ class RecorderConfig:
     action_noise: float = 0.0
     suboptimal_frac: float = 0.0
     max_episode_steps: int = 200
+    stop_on_success: bool = True
     progress: bool = True
     overwrite: bool = False
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +42,8 @@ class DemosConfig:
     """Probability that an episode is recorded with a much noisier policy (imperfect demos)."""
     overwrite: bool = False
     """Replace an existing root folder."""
+    stop_on_success: bool = True
+    """End an episode at its first successful frame; false records the whole episode (returns for a critic)."""
     env: Any = MISSING
     """The env config (configs/env/*.yaml); its kwargs.task and max_episode_steps feed the recorder."""
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
