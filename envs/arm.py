@@ -25,6 +25,7 @@ Rewards: ``reward="dense"`` sums the task's named terms (envs/arm_tasks.py), ``"
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
@@ -198,7 +199,7 @@ class ArmEnv(gym.Env):
     # ------------------------------------------------------------------ public helpers (experts, curriculum)
     def set_randomization_scale(self, scale: float) -> None:
         """Used from the next reset on (``envs.randomization.Curriculum``)."""
-        self.dr = RandomizationConfig.from_any({**self.dr.__dict__, "scale": float(scale)})
+        self.dr = dataclasses.replace(self.dr, scale=float(scale))  # validated again in __post_init__
 
     def randomization_sample(self) -> DRSample:
         """This episode's draw (experts read the action latency from it)."""
