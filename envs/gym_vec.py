@@ -135,7 +135,11 @@ def make_gym_vec_env(
     env_fn = partial(_make_one, id, chunk, is_async or chunk > 1, is_async, max_episode_steps, kwargs, render_mode)
     fns = [env_fn] * num_envs
     if is_async:
-        vec: VectorEnv = AsyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
+        # Workers that render (cameras, render_mode) start from a fresh forkserver process: a worker forked after
+        # the parent created an EGL context hangs in its first render.
+        renders = render_mode is not None or bool(kwargs.get("cameras"))
+        vec: VectorEnv = AsyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP,
+                                        context="forkserver" if renders else None)
     else:
         vec = SyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
     try:

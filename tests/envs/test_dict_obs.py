@@ -63,3 +63,14 @@ def test_dict_without_state_is_rejected():
     vec = SyncVectorEnv([NoState])
     with pytest.raises(ValueError, match="observation.state"):
         TorchVecEnv(vec)
+
+
+def test_async_cameras_after_the_parent_rendered(make_env):
+    """A worker forked after the parent made an EGL context hangs in its first render; rendering async workers
+    therefore start from a forkserver. Render here first, then step async camera envs."""
+    sync = make_env(id=ID, num_envs=1, kwargs={"cameras": ["front"], "image_size": 16})
+    sync.reset(seed=0)
+    asyn = make_env(id=ID, num_envs=2, vectorization="async", kwargs={"cameras": ["front"], "image_size": 16})
+    obs = asyn.reset(seed=0)
+    res = asyn.step(torch.zeros(2, 1, 4))
+    assert obs["observation.images.front"].shape == res.obs["observation.images.front"].shape == (2, 3, 16, 16)
