@@ -148,7 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     scale = 1 if args.quick else 5
-    steps = {"arm_pick_place": 1000 * scale, "metaworld_reach": 200 * scale}
+    steps = {"arm_pick_place": 700 * scale, "metaworld_reach": 150 * scale}
     summary: dict[str, object] = {"quick": args.quick, "cpus": os.cpu_count(), "mujoco_gl": os.environ.get("MUJOCO_GL")}
     for name in args.targets:
         raw = raw_rate(name, steps[name])
