@@ -14,7 +14,7 @@ class RecorderConfig:
     _target_: str = "envs.demos.record_demos"
     """Function that records the demos and returns the dataset folder (robopolicy never imports envs)."""
     task: str = MISSING
-    """Task name, e.g. reach-v3 (by default the env config's kwargs.task)."""
+    """Task name, e.g. reach-v3 (by default the env config's kwargs.task, else its id: our arm's)."""
     episodes: int = MISSING
     root: str = MISSING
     seed: int = 0
@@ -24,6 +24,8 @@ class RecorderConfig:
     stop_on_success: bool = True
     progress: bool = True
     overwrite: bool = False
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The env config's kwargs (our arm: control, privileged, cameras, randomization)."""
 
 
 @dataclass
