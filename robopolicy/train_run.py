@@ -23,6 +23,7 @@ from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.trainer import Trainer
+from robopolicy.types import OBS_PRIVILEGED
 
 
 class ConfigError(ValueError):
@@ -196,7 +197,13 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
+    critic_cfg = CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))
+    privileged = getattr(env, "obs_shapes", {}).get(OBS_PRIVILEGED)
+    if critic_cfg.use_privileged and privileged is None:
+        env.close()
+        raise ConfigError(f"critic.use_privileged: the env {cfg.env.id} has no {OBS_PRIVILEGED!r} observation "
+                          "(for our arm: env.kwargs.privileged=true)")
+    critic = ValueCritic(env.state_dim, critic_cfg, privileged_dim=privileged[0] if privileged else 0).to(cfg.device)
     offline = aux.pop("offline", None)
     try:
         algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps), **aux)
