@@ -197,7 +197,7 @@ class TorchVecEnv:
         self.num_envs = int(vec.num_envs)
         self.state_dim = int(obs_space.shape[0])
         # Shape of every observation key (B excluded), for consumers such as an asymmetric critic.
-        self.obs_shapes = {k: tuple(shape) for k, (shape, _) in self._keys.items()} if self._keys else {
+        self.obs_shapes = {k: tuple(shape or ()) for k, (shape, _) in self._keys.items()} if self._keys else {
             OBS_STATE: (self.state_dim,)}
         self.action_dim = int(act_space.shape[-1])
         self.chunk = int(chunk)
