@@ -1,6 +1,7 @@
-"""Record scripted-expert demonstrations of a Meta-World task as a LeRobotDataset (v3, no videos).
+"""Record scripted-expert demonstrations of a Meta-World task or of our arm as a LeRobotDataset (v3, no videos).
 
     record_demos("reach-v3", episodes=50, root="data/reach-50")   # what `robopolicy demos` calls
+    record_demos("robopolicy/Arm-PickPlace-v0", 50, "data/pp", env_kwargs={"randomization": {"enabled": True}})
 
 Per frame t (LeRobot's convention: ``next.*`` is what the action at t led to):
     observation.state  (39,) float32   obs_t
@@ -10,6 +11,11 @@ Per frame t (LeRobot's convention: ``next.*`` is what the action at t led to):
     next.done          (1,)  bool      last frame of the episode
     suboptimal         (1,)  bool      the episode was recorded with the noisy (imperfect) policy
     task               instruction string, e.g. "reach the goal position"
+Our arm (task = its gymnasium id or task name) stores its own dims (state 26 or 19, action 4 or 7) at 25 fps and
+also, per frame:
+    randomization           (6,) float32  the episode's physics parameters (envs/randomization.py PARAM_NAMES)
+    observation.privileged  (22,) float32 with env_kwargs.privileged
+    observation.images.<c>  (S, S, 3) uint8 (PNG) with env_kwargs.cameras
 An episode ends at the time limit or, with ``stop_on_success``, at its first successful frame.
 """
 
@@ -17,11 +23,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
-from envs.metaworld import ENV_NAME, FPS, instruction, scripted_expert
+from envs.arm import ENV_IDS as ARM_IDS
+from envs.randomization import PARAM_NAMES
 
 STATE_DIM, ACTION_DIM = 39, 4
 SUBOPTIMAL_NOISE = 1.0  # action noise std of an imperfect episode: the expert mostly fails with it
@@ -36,6 +44,58 @@ FEATURES = {
 }
 
 
+class _Source(NamedTuple):
+    env: gym.Env
+    expert: Any
+    text: str
+    fps: int
+    features: dict[str, dict[str, Any]]
+
+
+def _metaworld_source(task: str, max_episode_steps: int) -> _Source:
+    from envs.metaworld import ENV_NAME, FPS, instruction, scripted_expert
+
+    env = gym.make(ENV_NAME, task=task, max_episode_steps=max_episode_steps, disable_env_checker=True)
+    return _Source(env, scripted_expert(task), instruction(task), FPS, FEATURES)
+
+
+def _arm_source(task: str, max_episode_steps: int, env_kwargs: dict[str, Any]) -> _Source:
+    from envs.arm_experts import arm_expert
+
+    env_id = ARM_IDS.get(task, task)
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **env_kwargs)
+    u = env.unwrapped
+    space = env.observation_space
+    state = space["observation.state"] if isinstance(space, gym.spaces.Dict) else space
+    features = {**FEATURES,
+                "observation.state": {"dtype": "float32", "shape": state.shape, "names": None},
+                "action": {"dtype": "float32", "shape": env.action_space.shape, "names": None},
+                "randomization": {"dtype": "float32", "shape": (len(PARAM_NAMES),), "names": list(PARAM_NAMES)}}
+    if isinstance(space, gym.spaces.Dict):
+        for key, sp in space.spaces.items():
+            if key == "observation.privileged":
+                features[key] = {"dtype": "float32", "shape": sp.shape, "names": None}
+            elif key.startswith("observation.images."):
+                c, h, w = sp.shape
+                features[key] = {"dtype": "image", "shape": (h, w, c), "names": ["height", "width", "channels"]}
+    return _Source(env, arm_expert(env), u.task.instruction, u.metadata["render_fps"], features)
+
+
+def _obs_frame(obs: Any, env: gym.Env, features: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The observation part of one frame: state (and privileged, images (H, W, 3), randomization for the arm)."""
+    if not isinstance(obs, dict):
+        obs = {"observation.state": obs}
+    frame = {"observation.state": np.asarray(obs["observation.state"], dtype=np.float32)}
+    for key, value in obs.items():
+        if key.startswith("observation.images."):
+            frame[key] = np.ascontiguousarray(np.asarray(value).transpose(1, 2, 0))
+        elif key == "observation.privileged":
+            frame[key] = np.asarray(value, dtype=np.float32)
+    if "randomization" in features:
+        frame["randomization"] = env.unwrapped.randomization_vector()
+    return frame
+
+
 def record_demos(
     task: str,
     episodes: int,
@@ -47,9 +107,13 @@ def record_demos(
     progress: bool = True,
     stop_on_success: bool = True,
     overwrite: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> Path:
-    """Run Meta-World's scripted expert on ``task`` for ``episodes`` episodes and write them to ``root``.
+    """Run the scripted expert of ``task`` for ``episodes`` episodes and write them to ``root``.
 
+    task:            a Meta-World task ("reach-v3") or our arm's id / task name ("robopolicy/Arm-PickPlace-v0").
+    env_kwargs:      gym.make kwargs of the arm env (control, privileged, cameras, randomization, ...); Meta-World
+                     ignores them.
     seed:            episode i resets with seed + i (goal/object placement), noise comes from ``seed`` too.
     action_noise:    std of Gaussian noise added to every expert action (then clipped to [-1, 1]).
     suboptimal_frac: probability that an episode uses noise std ``SUBOPTIMAL_NOISE`` instead (imperfect demos).
@@ -77,11 +141,14 @@ def record_demos(
             raise FileExistsError(f"root: {root} already exists; choose another folder or pass overwrite=true")
         shutil.rmtree(root)
 
-    expert = scripted_expert(task)
-    text = instruction(task)
+    env_kwargs = dict(env_kwargs or {})
+    env_kwargs.pop("task", None)  # Meta-World configs carry it in kwargs; here it is the ``task`` argument
+    is_arm = task in ARM_IDS or task in ARM_IDS.values()
+    src = _arm_source(task, max_episode_steps, env_kwargs) if is_arm else _metaworld_source(task, max_episode_steps)
+    env, expert, text = src.env, src.expert, src.text
     rng = np.random.default_rng(seed)
-    env = gym.make(ENV_NAME, task=task, max_episode_steps=max_episode_steps, disable_env_checker=True)
-    ds = LeRobotDataset.create(repo_id=f"local/{task}", fps=FPS, features=FEATURES, root=root, use_videos=False)
+    repo_id = f"local/{task.split('/')[-1]}"
+    ds = LeRobotDataset.create(repo_id=repo_id, fps=src.fps, features=src.features, root=root, use_videos=False)
     console = Console(stderr=True)
     successes: list[bool] = []
     cols = [TextColumn(f"[bold]demos[/] {task}"), BarColumn(), MofNCompleteColumn(),
@@ -104,7 +171,7 @@ def record_demos(
                     success |= step_success
                     done = terminated or truncated or (stop_on_success and step_success)
                     ds.add_frame({
-                        "observation.state": np.asarray(obs, dtype=np.float32),
+                        **_obs_frame(obs, env, src.features),
                         "action": action,
                         "next.reward": np.array([reward], dtype=np.float32),
                         "next.success": np.array([step_success]),

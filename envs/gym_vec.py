@@ -135,7 +135,11 @@ def make_gym_vec_env(
     env_fn = partial(_make_one, id, chunk, is_async or chunk > 1, is_async, max_episode_steps, kwargs, render_mode)
     fns = [env_fn] * num_envs
     if is_async:
-        vec: VectorEnv = AsyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
+        # Workers that render (cameras, render_mode) start from a fresh forkserver process: a worker forked after
+        # the parent created an EGL context hangs in its first render.
+        renders = render_mode is not None or bool(kwargs.get("cameras"))
+        vec: VectorEnv = AsyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP,
+                                        context="forkserver" if renders else None)
     else:
         vec = SyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
     try:
@@ -163,6 +167,17 @@ class TorchVecEnv:
         obs_space = vec.single_observation_space
         act_space = vec.single_action_space
         name = env_id or str(vec)
+        # A 1-D Box is observation.state; a Dict holds LeRobot keys (observation.state (D,), observation.privileged
+        # (P,), observation.images.<cam> (3, h, w) uint8, task: a Text space) and is batched key by key; a Text
+        # key becomes a list of B strings.
+        self._keys: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
+        self._text_keys: set[str] = set()
+        if isinstance(obs_space, gym.spaces.Dict):
+            if OBS_STATE not in obs_space.spaces or len(obs_space[OBS_STATE].shape) != 1:
+                raise ValueError(f"{name}: a Dict observation space needs a 1-D Box {OBS_STATE!r}, got {obs_space}")
+            self._keys = {k: (sp.shape, sp.dtype) for k, sp in obs_space.spaces.items()}
+            self._text_keys = {k for k, sp in obs_space.spaces.items() if isinstance(sp, gym.spaces.Text)}
+            obs_space = obs_space[OBS_STATE]
         if not isinstance(obs_space, Box) or len(obs_space.shape) != 1:
             raise ValueError(f"{name}: TorchVecEnv needs a 1-D Box observation space (D,), got {obs_space}")
         if not isinstance(act_space, Box) or len(act_space.shape) not in (1, 2):
@@ -181,6 +196,9 @@ class TorchVecEnv:
         self.env_id = env_id
         self.num_envs = int(vec.num_envs)
         self.state_dim = int(obs_space.shape[0])
+        # Shape of every observation key (B excluded), for consumers such as an asymmetric critic.
+        self.obs_shapes = {k: tuple(shape or ()) for k, (shape, _) in self._keys.items()} if self._keys else {
+            OBS_STATE: (self.state_dim,)}
         self.action_dim = int(act_space.shape[-1])
         self.chunk = int(chunk)
         low = act_space.low[0] if self._chunked else act_space.low
@@ -205,20 +223,25 @@ class TorchVecEnv:
         self._succ: list[bool | None] = [None] * self.num_envs
 
     # ------------------------------------------------------------------ BatchedEnv
-    def reset(self, seed: int | None = None) -> Obs:
-        """Reset all envs; env i is seeded with seed + i. The first reset without a seed uses ``self.seed``.
+    def reset(self, seed: int | list[int] | None = None) -> Obs:
+        """Reset all envs; env i is seeded with seed + i, or with seed[i] for a list (B,) of seeds (equal
+        seeds give equal initial states: GRPO groups). The first reset without a seed uses ``self.seed``.
 
-        Returns {"observation.state": (B, D) float32}.
+        Returns {"observation.state": (B, D) float32} (and the env's other keys if it observes a Dict).
         """
         if seed is None and self._first_reset:
             seed = self.seed
-        obs, _ = self._vec.reset(seed=seed)
+        if isinstance(seed, list | tuple) and len(seed) != self.num_envs:
+            raise ValueError(f"reset: {len(seed)} seeds for {self.num_envs} envs")
+        obs, _ = self._vec.reset(seed=list(seed) if isinstance(seed, list | tuple) else seed)
         self._first_reset = False
         self._needs_reset = False
         self._ret = [0.0] * self.num_envs
         self._len = [0] * self.num_envs
         self._succ = [None] * self.num_envs
         # np.array copies: with copy=False the vector env reuses its obs buffer.
+        if self._keys is not None:
+            return self._to_torch({k: list(obs[k]) if k in self._text_keys else obs[k] for k in self._keys}, copy=True)
         return {OBS_STATE: torch.from_numpy(np.array(obs, dtype=np.float32))}
 
     def step(self, actions: Tensor | np.ndarray) -> StepResult:
@@ -254,6 +277,10 @@ class TorchVecEnv:
                 f"OpenGL backend: MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; use 'egl' on a GPU machine or 'osmesa' "
                 "(apt install libosmesa6) on a CPU one."
             ) from e
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method ``name`` of every sub-env (e.g. ``set_randomization_scale``); returns their results."""
+        return self._vec.call(name, *args, **kwargs)
 
     def close(self) -> None:
         if not self._closed:
@@ -295,6 +322,8 @@ class TorchVecEnv:
     def _step_sync(self, a: np.ndarray) -> StepResult:
         """SAME_STEP auto-reset over the SyncVectorEnv's sub-envs, one at a time."""
         B = self.num_envs
+        if self._keys is not None:
+            return self._step_sync_dict(a)
         obs = np.empty((B, self.state_dim), np.float32)
         rew = np.empty(B, np.float32)
         term = np.empty(B, np.bool_)
@@ -337,10 +366,54 @@ class TorchVecEnv:
             episodes=episodes,
         )
 
+    def _step_sync_dict(self, a: np.ndarray) -> StepResult:
+        """``_step_sync`` for Dict observations: the same loop, one buffer per key."""
+        B = self.num_envs
+        obs = {k: [None] * B if k in self._text_keys else np.empty((B, *shape), dtype)
+               for k, (shape, dtype) in self._keys.items()}
+        rew = np.empty(B, np.float32)
+        term = np.empty(B, np.bool_)
+        trunc = np.empty(B, np.bool_)
+        steps = np.ones(B, np.int64)
+        finals, episodes = [], []
+        for i, env in enumerate(self._sync_envs):
+            o, r, te, tr, info = env.step(a[i] if self._chunked else a[i, 0])
+            steps[i] = info["chunk_steps"] if self._chunked else 1
+            rew[i], term[i], trunc[i] = r, te, tr
+            self._ret[i] += r
+            self._len[i] += int(steps[i])
+            if "success" in info:
+                self._succ[i] = bool(self._succ[i]) or bool(info["success"])
+            if te or tr:
+                finals.append((i, o))
+                episodes.append(self._end_episode(i))
+                o, _ = env.reset()
+            for k, buf in obs.items():
+                buf[i] = o[k]
+        final = obs
+        if finals:
+            final = {k: v.copy() for k, v in obs.items()}
+            for i, o in finals:
+                for k, buf in final.items():
+                    buf[i] = o[k]
+        obs_t = self._to_torch(obs)
+        return StepResult(
+            obs=obs_t,
+            reward=torch.from_numpy(rew),
+            terminated=torch.from_numpy(term),
+            truncated=torch.from_numpy(trunc),
+            final_obs=obs_t if final is obs else self._to_torch(final),
+            chunk_steps=torch.from_numpy(steps),
+            episodes=episodes,
+        )
+
     def _step_vec(self, a: np.ndarray) -> StepResult:
         """Any other VectorEnv (async): sub-envs are ActionChunk + _KeepInfo wrapped, infos are batched."""
         o, r, te, tr, info = self._vec.step(a)
-        obs = np.array(o, dtype=np.float32)
+        if self._keys is not None:  # Dict obs: key by key; info["final_obs"][i] is env i's obs dict
+            obs = {k: list(o[k]) if k in self._text_keys else np.array(o[k]) for k in self._keys}
+        else:
+            obs = np.array(o, dtype=np.float32)
         final = obs
         # SAME_STEP puts the finished episode's step info under info["final_info"]; others at the top.
         fin = info.get("final_info", {})
@@ -348,7 +421,12 @@ class TorchVecEnv:
         succ, has_succ = _gather(info, fin, "success", np.zeros(self.num_envs, np.bool_))
         done = te | tr
         episodes = []
-        if done.any():
+        if done.any() and self._keys is not None:
+            final = {k: v.copy() for k, v in obs.items()}
+            for i in np.flatnonzero(done):
+                for k, buf in final.items():
+                    buf[i] = info["final_obs"][i][k]
+        elif done.any():
             final = obs.copy()
             for i in np.flatnonzero(done):
                 final[i] = info["final_obs"][i]
@@ -359,16 +437,27 @@ class TorchVecEnv:
                 self._succ[i] = bool(self._succ[i]) or bool(succ[i])
             if done[i]:
                 episodes.append(self._end_episode(i))
-        obs_t = torch.from_numpy(obs)
+        if self._keys is not None:
+            obs_d = self._to_torch(obs)
+            final_d = obs_d if final is obs else self._to_torch(final)
+        else:
+            obs_t = torch.from_numpy(obs)
+            obs_d = {OBS_STATE: obs_t}
+            final_d = {OBS_STATE: obs_t if final is obs else torch.from_numpy(final)}
         return StepResult(
-            obs={OBS_STATE: obs_t},
+            obs=obs_d,
             reward=torch.from_numpy(r.astype(np.float32)),
             terminated=torch.from_numpy(np.array(te, dtype=np.bool_)),
             truncated=torch.from_numpy(np.array(tr, dtype=np.bool_)),
-            final_obs={OBS_STATE: obs_t if final is obs else torch.from_numpy(final)},
+            final_obs=final_d,
             chunk_steps=torch.from_numpy(steps),
             episodes=episodes,
         )
+
+    def _to_torch(self, obs: dict[str, Any], copy: bool = False) -> Obs:
+        """Dict-of-arrays -> dict of tensors (B, ...); Text keys stay lists of B strings."""
+        return {k: list(v) if k in self._text_keys else torch.from_numpy(np.array(v) if copy else v)
+                for k, v in obs.items()}
 
     def _end_episode(self, i: int) -> EpisodeStats:
         stats = EpisodeStats(ret=float(self._ret[i]), length=int(self._len[i]), success=self._succ[i], env_index=i)

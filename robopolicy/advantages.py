@@ -54,3 +54,20 @@ def group_relative(returns: Tensor, group: Tensor, eps: float = 1e-8) -> Tensor:
         r = returns[m]
         adv[m] = (r - r.mean()) / (r.std(unbiased=False) + eps)
     return adv
+
+
+def group_advantages(channels: dict[str, Tensor], group: Tensor, decoupled: bool = True, eps: float = 1e-8) -> Tensor:
+    """Episode advantages (N,) from several reward channels, each (N,), e.g. dense return and success.
+
+    decoupled=False (GRPO):  A = group_norm(sum_c R_c)
+    decoupled=True  (GDPO):  A = batch_norm(sum_c group_norm(R_c))
+A channel with a large scale (dense return) no longer drowns a small one (success) when each is
+normalized within its group before the sum; the batch normalization keeps A's scale fixed as
+the number of channels changes.
+    """
+    if not channels:
+        raise ValueError("group_advantages: no reward channels")
+    if not decoupled:
+        return group_relative(torch.stack(list(channels.values())).sum(0), group, eps)
+    total = torch.stack([group_relative(r, group, eps) for r in channels.values()]).sum(0)
+    return (total - total.mean()) / (total.std(unbiased=False) + eps)

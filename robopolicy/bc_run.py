@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from robopolicy.algorithms.bc import BC, BCConfig, fill_padded_actions, set_obs_stats
 from robopolicy.checkpoint import load_train_state, resolve_checkpoint, save_best, save_checkpoint
+from robopolicy.encoders.image import image_key
 from robopolicy.evaluate import eval_metrics, evaluate
-from robopolicy.policy import Policy
+from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.train_run import (
     ConfigError,
@@ -35,7 +37,7 @@ from robopolicy.train_run import (
     policy_config_for,
     seed_everything,
 )
-from robopolicy.types import OBS_STATE
+from robopolicy.types import OBS_STATE, TASK
 
 
 def bc_config(cfg: DictConfig) -> BCConfig:
@@ -65,6 +67,42 @@ def check_demos(demos: Any, env: Any, root: str, env_name: str = "the env") -> N
             raise ConfigError(f"dataset: {root} {key} contains NaN or Inf")
 
 
+def load_demo_tensors(cfg: DictConfig, env: Any, device: torch.device) -> tuple[Any, dict[str, torch.Tensor], torch.Tensor]:
+    """``cfg.dataset`` as chunks for ``env``, checked: (demos, obs on device, actions (N, H, A) padding filled)."""
+    if not cfg.get("dataset"):
+        raise ConfigError("dataset: required (a LeRobotDataset directory)")
+    if not Path(cfg.dataset).exists():
+        raise ConfigError(f"dataset: {cfg.dataset} does not exist")
+    from robopolicy.data.demos import load_demos  # lerobot is imported only when demos are used
+
+    try:
+        demos = load_demos(cfg.dataset, chunk=int(env.chunk))
+    except (FileNotFoundError, ValueError) as err:  # the loader names what is wrong with the folder
+        raise ConfigError(f"dataset: {err}") from err
+    check_demos(demos, env, str(cfg.dataset), str(cfg.env.id))
+    obs = {k: v.to(device) for k, v in demos.obs.items() if isinstance(v, torch.Tensor)}
+    actions = fill_padded_actions(demos.actions, getattr(demos, "action_is_pad", None)).to(device)
+    return demos, obs, actions
+
+
+def fill_encoder_from_demos(config: PolicyConfig, demos: Any) -> PolicyConfig:
+    """Complete the encoder config from the dataset: each camera's (C, H, W) when ``image.shape`` is empty,
+    and the task vocabulary of a learned task embedding when ``language.tasks`` is empty."""
+    image, language = config.encoder.image, config.encoder.language
+    for cam in image.cameras:
+        if image_key(cam) not in demos.obs:
+            cams = sorted(k for k in demos.obs if k.startswith("observation.images."))
+            raise ConfigError(f"policy.encoder.image.cameras: dataset has no {image_key(cam)!r} (cameras: {cams})")
+        shape = list(demos.obs[image_key(cam)].shape[1:])
+        if image.shape and list(image.shape) != shape:
+            raise ConfigError(f"policy.encoder.image.shape: {list(image.shape)}, but the dataset's "
+                              f"{image_key(cam)} frames are {shape} (C, H, W)")
+        image.shape = shape
+    if language.kind == "embedding" and not language.tasks:
+        language.tasks = sorted(set(demos.task))
+    return config
+
+
 class DemoSampler:
     """Minibatches of demo chunks, reshuffled every epoch (without replacement within one)."""
 
@@ -79,7 +117,9 @@ class DemoSampler:
             self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
         idx = self.perm[self.pos:self.pos + self.batch_size].to(self.actions.device)
         self.pos += self.batch_size
-        return {"obs": {k: v[idx] for k, v in self.obs.items()}, "actions": self.actions[idx]}
+        # Instructions are a numpy array of strings (task), everything else a tensor.
+        obs = {k: v[idx] if isinstance(v, torch.Tensor) else v[idx.cpu().numpy()] for k, v in self.obs.items()}
+        return {"obs": obs, "actions": self.actions[idx]}
 
 
 def _resolve(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
@@ -105,21 +145,22 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     algo_cfg = bc_config(cfg)
     seed_everything(int(cfg.seed))
     env = build_env(OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)}))
+    device = torch.device(cfg.device)
     try:
-        from robopolicy.data.demos import load_demos  # written alongside; imported only for algo=bc
-
-        try:
-            demos = load_demos(cfg.dataset, chunk=int(env.chunk))
-        except (FileNotFoundError, ValueError) as err:  # the loader names what is wrong with the folder
-            raise ConfigError(f"dataset: {err}") from err
-        check_demos(demos, env, str(cfg.dataset), str(cfg.env.id))
-        policy = Policy(policy_config_for(cfg, env))
+        demos, obs, actions = load_demo_tensors(cfg, env, device)
+        policy = Policy(fill_encoder_from_demos(policy_config_for(cfg, env), demos))
+        extra = policy.config.encoder.obs_keys()
+        if extra and (int(cfg.eval_episodes) > 0 or algo_cfg.eval_every > 0):  # fail now, not after training
+            observed = set(env.reset(seed=int(cfg.seed)))
+            missing = [k for k in extra if k not in observed]
+            if missing:
+                raise ConfigError(f"policy.encoder: reads {missing}, which env {cfg.env.id} does not observe "
+                                  f"(it observes {sorted(observed)}); train with eval_episodes=0 algo.eval_every=0")
     finally:
         env.close()
-    device = torch.device(cfg.device)
     policy = policy.to(device)
-    obs = {k: v.to(device) for k, v in demos.obs.items() if isinstance(v, torch.Tensor)}
-    actions = fill_padded_actions(demos.actions, getattr(demos, "action_is_pad", None)).to(device)
+    if policy.config.encoder.language.kind != "none":
+        obs[TASK] = np.asarray(demos.task)  # type: ignore[assignment]  (strings, indexed by DemoSampler)
     set_obs_stats(policy, getattr(demos, "stats", None), obs)
     bc = BC(policy, algo_cfg)
     bc.sync_ema()

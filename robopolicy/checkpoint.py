@@ -65,9 +65,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path, head_overrides: dict[str, Any] | None = None) -> Policy:
     ckpt = resolve_checkpoint(path)
-    return Policy.from_pretrained(ckpt / "policy" if (ckpt / "policy").is_dir() else ckpt)
+    return Policy.from_pretrained(ckpt / "policy" if (ckpt / "policy").is_dir() else ckpt,
+                                  head_overrides=head_overrides)
 
 
 def load_run_config(ckpt: Path) -> DictConfig | None:

@@ -75,6 +75,13 @@ class TrainConfig:
     """LeRobotDataset directory of demonstrations; required for algo=bc."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder to start from (fine-tuning); replaces the policy= architecture."""
+    init_head_options: dict[str, Any] = field(default_factory=dict)
+    """Head options replaced on the loaded init_policy: fine-tuning knobs that keep weight shapes,
+    e.g. {ft_steps: 2, min_std: 0.1} (diffusion) or {noise: learned, max_std: 0.3} (flow)."""
+    teacher: str | None = None
+    """Teacher policy / checkpoint / run folder for the distill term (algo=distill)."""
+    stop_success: float | None = None
+    """Stop training once a periodic evaluation reaches this success rate in [0, 1] (None: never)."""
     update_obs_stats: bool | None = None
     """Keep updating the policy's observation statistics from rollouts; None: yes for a fresh policy,
     no when starting from init_policy (its statistics are what its weights were trained on)."""
@@ -98,6 +105,12 @@ class EvalConfig:
     """Env seed for evaluation (distinct from training seeds)."""
     env: Any = None
     """Env override; None: the env the checkpoint was trained on."""
+    execution: str = "chunk"
+    """chunk (the env runs whole chunks), receding (first n_action_steps, then re-plan) or ensemble (ACT)."""
+    n_action_steps: int | None = None
+    """Actions executed per chunk for execution=receding; None: H."""
+    ensemble_coeff: float = 0.01
+    """m of the temporal-ensembling weights exp(-m i), i = 0 the oldest prediction (execution=ensemble)."""
 
 
 def register_configs() -> None:

@@ -14,15 +14,18 @@ class RecorderConfig:
     _target_: str = "envs.demos.record_demos"
     """Function that records the demos and returns the dataset folder (robopolicy never imports envs)."""
     task: str = MISSING
-    """Task name, e.g. reach-v3 (by default the env config's kwargs.task)."""
+    """Task name, e.g. reach-v3 (by default the env config's kwargs.task, else its id: our arm's)."""
     episodes: int = MISSING
     root: str = MISSING
     seed: int = 0
     action_noise: float = 0.0
     suboptimal_frac: float = 0.0
     max_episode_steps: int = 200
+    stop_on_success: bool = True
     progress: bool = True
     overwrite: bool = False
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The env config's kwargs (our arm: control, privileged, cameras, randomization)."""
 
 
 @dataclass
@@ -39,6 +42,8 @@ class DemosConfig:
     """Probability that an episode is recorded with a much noisier policy (imperfect demos)."""
     overwrite: bool = False
     """Replace an existing root folder."""
+    stop_on_success: bool = True
+    """End an episode at its first successful frame; false records the whole episode (returns for a critic)."""
     env: Any = MISSING
     """The env config (configs/env/*.yaml); its kwargs.task and max_episode_steps feed the recorder."""
     recorder: RecorderConfig = field(default_factory=RecorderConfig)

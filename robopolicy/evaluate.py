@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from robopolicy.inference import EXECUTIONS, ChunkExecutor
 from robopolicy.policy import Policy
 
 
@@ -60,8 +61,14 @@ def evaluate(
     seed: int = 12345,
     video_path: Path | None = None,
     max_envs: int = 10,
+    execution: str = "chunk",
+    n_action_steps: int | None = None,
+    ensemble_coeff: float = 0.01,
 ) -> EvalResult:
     """Run ``episodes`` episodes in up to ``max_envs`` parallel envs (batched inference).
+
+    ``execution``: chunk (the env runs each chunk of H actions), receding (first ``n_action_steps`` of each
+    chunk, then re-plan) or ensemble (ACT temporal ensembling with ``ensemble_coeff``); see robopolicy.inference.
 
     Each env contributes the same number of episodes, taken in order, so short episodes are
     not over-represented (counting the first N to finish would bias towards failures).
@@ -75,6 +82,12 @@ def evaluate(
     env_cfg = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
     env_cfg.num_envs, env_cfg.vectorization, env_cfg.seed = n_envs, "sync", seed
     env_cfg.render_mode = "rgb_array" if video_path is not None else None
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution: unknown {execution!r}; expected one of {EXECUTIONS}")
+    actor: Any = policy
+    if execution != "chunk":  # the policy decides every env step; the env executes one action per call
+        env_cfg.chunk = 1
+        actor = ChunkExecutor(policy, execution, n_action_steps, ensemble_coeff)
     env = instantiate(env_cfg)
     was_training = policy.training
     policy.eval()
@@ -82,11 +95,15 @@ def evaluate(
     frames: list[np.ndarray] = []
     try:
         obs = env.reset(seed=seed)
+        if hasattr(actor, "reset"):  # nothing carried over from an earlier evaluation
+            actor.reset()
         while sum(len(d) for d in done_per_env) < n_envs * per_env:
             if video_path is not None and not done_per_env[0]:
                 frames.append(env.render())  # env 0's first episode
-            step = env.step(policy.act(obs, deterministic=deterministic).actions)
+            step = env.step(actor.act(obs, deterministic=deterministic).actions)
             obs = step.obs
+            if hasattr(actor, "reset"):  # per-env inference state (ensembling, observation history)
+                actor.reset(step.terminated | step.truncated)
             for ep in step.episodes:
                 i = max(ep.env_index, 0)
                 if len(done_per_env[i]) < per_env:

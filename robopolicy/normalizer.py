@@ -52,7 +52,10 @@ class RunningMeanStd(nn.Module):
 
 
 class ObsNormalizer(nn.Module):
-    """Normalizes the float vector keys of an observation dict; other keys pass through."""
+    """Normalizes the float vector keys of an observation dict; other keys pass through.
+
+    Camera images (observation.images.<cam>) are deliberately not among them: the image encoder
+    scales them to [0, 1] (uint8 / 255), since running pixel statistics would drift with the scene."""
 
     def __init__(self, dims: dict[str, int], enabled: bool = True, clip: float = 10.0):
         super().__init__()

@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from robopolicy.encoders import EncoderConfig, StateEncoder
+from robopolicy.encoders import EncoderConfig, build_encoder
 from robopolicy.heads import ActionHead, build_head
+from robopolicy.interop.lerobot import is_lerobot_checkpoint, load_lerobot_policy
 from robopolicy.normalizer import ObsNormalizer
 from robopolicy.types import OBS_STATE, ActionSample, Obs
 
@@ -34,7 +35,7 @@ class PolicyConfig:
     head_options: dict[str, Any] = field(default_factory=dict)
     """Fields of the head's config dataclass, e.g. log_std_init for gaussian."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    """State encoder MLP."""
+    """Observation encoder: state MLP, cameras, instruction and their fusion (robopolicy.encoders)."""
     normalize_obs: bool = True
     """Keep running mean/std of observation.state inside the policy."""
     state_dim: int = 0
@@ -56,8 +57,7 @@ class PolicyConfig:
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ValueError(f"policy config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        enc = data.get("encoder", {})
-        data["encoder"] = enc if isinstance(enc, EncoderConfig) else EncoderConfig(**enc)
+        data["encoder"] = EncoderConfig.from_dict(data.get("encoder", {}))
         return cls(**data)
 
 
@@ -91,16 +91,16 @@ class Policy(nn.Module):
             )
         self.config = config
         self.normalizer = ObsNormalizer({OBS_STATE: config.state_dim}, enabled=config.normalize_obs)
-        self.encoder = StateEncoder(config.state_dim, config.encoder)
+        self.encoder = build_encoder(config.state_dim, config.encoder)
         self.head: ActionHead = build_head(
             config.head, self.encoder.out_dim, config.action_dim, config.chunk, dict(config.head_options)
         )
         self.scaler = ActionScaler(config.action_low, config.action_high, config.action_dim)
 
     # --- acting ---------------------------------------------------------------------------
-    def features(self, obs: Obs) -> Tensor:
-        """(B, F) features of a raw observation dict."""
-        return self.encoder(self.normalizer(obs))
+    def features(self, obs: Obs, augment: bool = False) -> Tensor:
+        """(B, F) features of a raw observation dict; ``augment``: image augmentation (imitation updates)."""
+        return self.encoder(self.normalizer(obs), augment=augment)
 
     def act(self, obs: Obs, deterministic: bool = False) -> ActionSample:
         """Sample a chunk; ``actions`` (B, H, A) in env units, ``trace`` and ``logp`` (B, S)."""
@@ -126,7 +126,12 @@ class Policy(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device = "cpu", head_overrides: dict[str, Any] | None = None
+    ) -> Policy:
+        """Our policy directory, or a LeRobot checkpoint (``type`` in config.json) as a LeRobotPolicy adapter.
+        ``head_overrides`` replace head options that do not change weight shapes (fine-tuning knobs
+        such as a diffusion head's ``ft_steps`` / ``min_std``)."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"policy checkpoint not found: {path} (expected a directory with {CONFIG_NAME})")
@@ -134,11 +139,20 @@ class Policy(nn.Module):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"policy checkpoint {path} is missing {name}")
         raw = json.loads((path / CONFIG_NAME).read_text())
+        if is_lerobot_checkpoint(raw):  # a LeRobot ACT / Diffusion directory: acts through an adapter
+            return load_lerobot_policy(path, device)  # type: ignore[return-value]
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"{path / CONFIG_NAME}: format_version {version!r}, this robopolicy reads {FORMAT_VERSION}")
+        if head_overrides:
+            raw["head_options"] = {**raw.get("head_options", {}), **head_overrides}
         policy = cls(PolicyConfig.from_dict(raw))
-        load_state_checked(policy, load_file(str(path / WEIGHTS_NAME)), path / WEIGHTS_NAME)
+        try:
+            load_state_checked(policy, load_file(str(path / WEIGHTS_NAME)), path / WEIGHTS_NAME)
+        except ValueError as err:
+            if head_overrides:
+                raise ValueError(f"head options {sorted(head_overrides)} change the saved weights' shapes: {err}") from err
+            raise
         return policy.to(device)
 
 

@@ -72,6 +72,9 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
                 xs, ys = zip(*series[key])
                 style = {"marker": "o", "linestyle": "--"} if key.startswith("eval") else {}
                 ax.plot(xs, ys, label=key, **style)
+        start = [r for r in rows if r.get("eval/is_initial") and r.get(f"eval/{name}") is not None]
+        if start:  # a fine-tuning run: mark where the pretrained policy started
+            ax.axhline(start[0][f"eval/{name}"], color="gray", linestyle=":", label="pretrained (start)")
         ax.set_xlabel("env steps")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

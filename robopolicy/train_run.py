@@ -17,10 +17,13 @@ from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.evaluate import eval_metrics, evaluate
+from robopolicy.group_rollouts import GroupRollouts
+from robopolicy.offline_critic import discounted_returns, pretrain_critic
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.trainer import Trainer
+from robopolicy.types import OBS_PRIVILEGED
 
 
 class ConfigError(ValueError):
@@ -51,7 +54,8 @@ def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
     return PolicyConfig.from_dict(data)  # type: ignore[arg-type]
 
 
-ALGOS = ("ppo", "bc")
+ALGOS = ("ppo", "bc", "distill", "o2o")
+ON_POLICY = ("ppo", "distill", "o2o")  # all run the PPO class with different term weights / phases
 
 
 def _algo_name(cfg: DictConfig) -> str:
@@ -69,25 +73,63 @@ def _algo_name(cfg: DictConfig) -> str:
 def _algo_config(cfg: DictConfig) -> PPOConfig:
     data = OmegaConf.to_container(cfg.algo, resolve=True)
     name = data.get("name")  # type: ignore[union-attr]
-    if name != "ppo":
+    if name not in ON_POLICY:
         raise ConfigError(f"algo.name: {name!r} does not run on rollouts; algo=bc runs through run_training / run_bc")
     try:
         return PPOConfig(**data)  # type: ignore[arg-type]
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from err
 
 
-def initial_policy(cfg: DictConfig, env: Any) -> Policy:
-    """A fresh policy for the env, or the one ``init_policy`` points to, checked against the env."""
-    if not cfg.get("init_policy") or cfg.get("resume"):
-        return Policy(policy_config_for(cfg, env))
-    policy = load_policy(cfg.init_policy)
+def _checked_policy(key: str, path: str, cfg: DictConfig, env: Any, head_overrides: Any = None) -> Policy:
+    overrides = OmegaConf.to_container(head_overrides, resolve=True) if head_overrides else None
+    try:
+        policy = load_policy(path, head_overrides=overrides)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from err
     have = (policy.config.state_dim, policy.config.action_dim, policy.config.chunk)
     want = (int(env.state_dim), int(env.action_dim), int(env.chunk))
     if have != want:
-        raise ConfigError(f"init_policy: {cfg.init_policy} has (state_dim, action_dim, chunk) = {have}, "
+        raise ConfigError(f"{key}: {path} has (state_dim, action_dim, chunk) = {have}, "
                           f"the env {cfg.env.id} needs {want}")
     return policy
+
+
+def auxiliary_inputs(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) -> dict[str, Any]:
+    """What the fine-tuning terms need: the teacher (distill), the frozen pretrained policy
+    (anchor) and demo minibatches (bc); each loaded only when its coefficient is non-zero."""
+    device = torch.device(cfg.device)
+    out: dict[str, Any] = {"teacher": None, "reference": None, "demos": None}
+    if algo_cfg.distill_coef > 0:
+        if not cfg.get("teacher"):
+            raise ConfigError("teacher: required when algo.distill_coef > 0 (a policy / checkpoint / run folder)")
+        out["teacher"] = _checked_policy("teacher", cfg.teacher, cfg, env).to(device)
+    if algo_cfg.anchor_coef > 0:
+        if not cfg.get("init_policy"):
+            raise ConfigError("init_policy: required when algo.anchor_coef > 0 (the policy to stay close to)")
+        out["reference"] = _checked_policy("init_policy", cfg.init_policy, cfg, env,
+                                           cfg.get("init_head_options")).to(device)
+    if algo_cfg.bc_coef > 0 or algo_cfg.critic_pretrain_steps > 0:
+        from robopolicy.bc_run import DemoSampler, load_demo_tensors  # bc_run imports this module
+
+        demos, obs, actions = load_demo_tensors(cfg, env, device)
+        if algo_cfg.bc_coef > 0:
+            out["demos"] = DemoSampler(obs, actions, algo_cfg.bc_batch_size, seed=seed)
+        if algo_cfg.critic_pretrain_steps > 0:
+            if getattr(demos, "reward", None) is None:
+                raise ConfigError(f"dataset: {cfg.dataset} stores no next.reward; algo.critic_pretrain_steps needs it")
+            out["offline"] = (obs, demos.reward, demos.episode_index)
+    return out
+
+
+def initial_policy(cfg: DictConfig, env: Any, resume_ckpt: Path | None = None) -> Policy:
+    """The checkpoint's policy when resuming (its architecture, whatever policy= says), else the
+    one ``init_policy`` points to, checked against the env, else a fresh one."""
+    if resume_ckpt is not None:
+        return Policy.from_pretrained(resume_ckpt / "policy")
+    if not cfg.get("init_policy"):
+        return Policy(policy_config_for(cfg, env))
+    return _checked_policy("init_policy", cfg.init_policy, cfg, env, cfg.get("init_head_options"))
 
 
 def build_env(env_cfg: DictConfig) -> Any:
@@ -123,7 +165,7 @@ class TrainingSession:
     policy: Policy
     critic: ValueCritic
     algo: PPO
-    source: LocalRollouts
+    source: LocalRollouts | GroupRollouts
     logger: RunLogger
     trainer: Trainer
 
@@ -147,37 +189,73 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     env_cfg = OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)})
     env = build_env(env_cfg)
     try:
-        policy = initial_policy(cfg, env).to(cfg.device)
+        policy = initial_policy(cfg, env, resume_ckpt).to(cfg.device)
+        aux = auxiliary_inputs(cfg, algo_cfg, env, seed=int(cfg.seed))
     except Exception:
         env.close()
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    critic = ValueCritic(env.state_dim, CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))).to(cfg.device)
-    algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps))
+    critic_cfg = CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))
+    privileged = getattr(env, "obs_shapes", {}).get(OBS_PRIVILEGED)
+    if critic_cfg.use_privileged and privileged is None:
+        env.close()
+        raise ConfigError(f"critic.use_privileged: the env {cfg.env.id} has no {OBS_PRIVILEGED!r} observation "
+                          "(for our arm: env.kwargs.privileged=true)")
+    critic = ValueCritic(env.state_dim, critic_cfg, privileged_dim=privileged[0] if privileged else 0).to(cfg.device)
+    offline = aux.pop("offline", None)
+    try:
+        algo = PPO(policy, critic, algo_cfg, num_envs=env.num_envs, total_steps=int(cfg.total_steps), **aux)
+    except ValueError as err:
+        env.close()
+        raise ConfigError(str(err)) from err
+    offline_metrics: dict[str, float] = {}
+    if offline is not None and resume_ckpt is None:
+        obs, reward, episode = offline
+        returns = discounted_returns(reward, episode, algo_cfg.gamma)
+        offline_metrics = pretrain_critic(critic, policy.normalizer, obs, returns.to(cfg.device), algo.return_normalizer,
+                                          algo_cfg.critic_pretrain_steps,
+                                          algo_cfg.critic_learning_rate or algo_cfg.learning_rate,
+                                          algo_cfg.bc_batch_size, seed=int(cfg.seed))
     state: dict[str, Any] = {"step": 0, "iteration": 0, "policy_version": 0}
     if resume_ckpt is not None:
         state = load_training_state(resume_ckpt, policy, critic)
         algo.load_state_dict(state["algo"])
-    source = LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=int(env_cfg.seed) + int(state["step"]))
+    source = experience_source(cfg, algo_cfg, env, seed=int(env_cfg.seed) + int(state["step"]))
     source.policy_version = int(state["policy_version"])
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
+    behaviour = aux["teacher"] if algo_cfg.act_with == "teacher" else None
     trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
-                      evaluator=periodic_evaluator(cfg))
+                      evaluator=periodic_evaluator(cfg), behaviour=behaviour)
+    if offline_metrics:
+        logger.log(0, offline_metrics)
     trainer.iteration = int(state["iteration"])
     trainer.best_return = float(state.get("best_return", -float("inf")))
     return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)
 
 
+def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) -> LocalRollouts | GroupRollouts:
+    """Continuing rollouts of n_steps for GAE; whole episodes from shared initial states for grpo / gdpo."""
+    if algo_cfg.advantage == "gae":
+        return LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=seed)
+    if not cfg.env.get("max_episode_steps"):
+        raise ConfigError(f"env.max_episode_steps: required for algo.advantage={algo_cfg.advantage} (episode length)")
+    try:
+        return GroupRollouts(env, int(cfg.env.max_episode_steps), algo_cfg.group_size, seed=seed,
+                             decoupled=algo_cfg.advantage == "gdpo")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def periodic_evaluator(cfg: DictConfig):
-    """Deterministic evaluation during training, on seeds apart from training and final eval."""
+    """Deterministic evaluation during training on one fixed set of seeds, apart from training's and
+    the final evaluation's: every point of a curve then scores the same initial states, so a change
+    between points is the policy's, not the draw of tasks (common random numbers)."""
     episodes = max(1, int(cfg.eval_episodes))
-    counter = {"n": 0}
 
     def run(policy: Policy) -> dict[str, float]:
-        counter["n"] += 1
-        return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000 + 1000 * counter["n"]).summary())
+        return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000).summary())
 
     return run
 
@@ -206,7 +284,7 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
                               video_path=video)
             eval_summary = result.summary() | {"policy": which}
-            session.logger.log(trainer.step, eval_metrics(eval_summary))
+            session.logger.log(trainer.step, eval_metrics(eval_summary) | {"eval/is_final": 1.0})
     finally:
         session.close()
     plot = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)

@@ -44,12 +44,15 @@ class Trainer:
         logger: RunLogger,
         start_step: int = 0,
         evaluator: Callable[[Policy], dict[str, float]] | None = None,
+        behaviour: Policy | None = None,
     ):
         self.policy, self.critic, self.algo, self.source = policy, critic, algo, source
         self.run_dir, self.cfg, self.logger = run_dir, cfg, logger
         self.step = start_step
         self.iteration = 0
         self.evaluator = evaluator
+        # Who acts in the env: the trained policy (on-policy), or a teacher (BC on teacher data).
+        self.behaviour = behaviour
         self.best_return = -float("inf")
         self.stopped_at_return = False
         flag = cfg.get("update_obs_stats")
@@ -66,11 +69,16 @@ class Trainer:
             TextColumn("return {task.fields[ret]}  {task.fields[sps]} steps/s"), TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
+        if self.step == 0 and self.cfg.get("init_policy") and self.evaluator is not None:
+            # The pretrained starting point, so curves and steps-to-threshold start from it.
+            start = self.evaluator(self.policy) | {"eval/is_initial": 1.0}
+            self.logger.log(0, start)
+            self._after_eval(start)
         with Progress(*columns, disable=not show_progress) as bar:
             task = bar.add_task("train", total=total_steps, completed=self.step, ret="-", sps="-")
             while self.step < total_steps:
                 t0 = time.perf_counter()
-                rollout = self.source.collect(self.policy)
+                rollout = self.source.collect(self.behaviour or self.policy)
                 t1 = time.perf_counter()
                 metrics = self.algo.update(rollout, progress=self.step / total_steps)
                 if self.update_obs_stats:
@@ -90,7 +98,7 @@ class Trainer:
                 if next_eval is not None and self.evaluator is not None and self.step >= next_eval:
                     metrics |= self.evaluator(self.policy)
                     next_eval = (self.step // eval_every + 1) * eval_every
-                    self._after_eval(metrics["eval/return"])
+                    self._after_eval(metrics)
                 self.logger.log(self.step, metrics)
                 last = metrics
                 ret = metrics.get("episode/return")
@@ -102,17 +110,23 @@ class Trainer:
                     self.save()
                     next_ckpt = (self.step // every + 1) * every
                 if self.stopped_at_return:
-                    bar.console.print(f"stopping at step {self.step:,}: eval return {metrics['eval/return']:.1f} "
-                                      f">= stop_return {self.cfg.stop_return}")
+                    what = (f"success {metrics['eval/success']:.2f}" if "eval/success" in metrics
+                            else f"return {metrics['eval/return']:.1f}")
+                    bar.console.print(f"stopping at step {self.step:,}: eval {what} reached the stop threshold")
                     break
         return last
 
-    def _after_eval(self, eval_return: float) -> None:
-        if self.cfg.get("keep_best", False) and eval_return > self.best_return:
-            self.best_return = eval_return
+    def _after_eval(self, metrics: dict[str, float]) -> None:
+        eval_return, success = metrics["eval/return"], metrics.get("eval/success")
+        # Where the env reports success, "best" is the success rate (return breaks ties: +1e-6 * return).
+        score = eval_return if success is None else success + 1e-6 * eval_return
+        if self.cfg.get("keep_best", False) and score > self.best_return:
+            self.best_return = score
             save_best(self.run_dir, self.policy, self.step, eval_return)
-        stop = self.cfg.get("stop_return")
-        self.stopped_at_return = stop is not None and eval_return >= float(stop)
+        stop, stop_success = self.cfg.get("stop_return"), self.cfg.get("stop_success")
+        self.stopped_at_return = (stop is not None and eval_return >= float(stop)) or (
+            stop_success is not None and success is not None and success >= float(stop_success)
+        )
 
     def save(self) -> Path:
         state = {"step": self.step, "iteration": self.iteration, "algo": self.algo.state_dict(),

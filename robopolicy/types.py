@@ -69,6 +69,7 @@ class Rollout:
     value: Tensor | None = None   # (T, B)
     next_value: Tensor | None = None  # (T, B)
     masks: dict[str, Tensor] = field(default_factory=dict)  # intervention, demo, teacher_* (T, B)
+    advantages: Tensor | None = None  # (T, B) set by sources that estimate them (group-relative), else GAE
 
     @property
     def done(self) -> Tensor:
@@ -119,7 +120,7 @@ class BatchedEnv(Protocol):
     action_low: Tensor   # (A,)
     action_high: Tensor  # (A,)
 
-    def reset(self, seed: int | None = None) -> Obs: ...
+    def reset(self, seed: int | list[int] | None = None) -> Obs: ...
 
     def step(self, actions: Tensor) -> StepResult: ...
 

@@ -148,7 +148,7 @@ class BC:
         policy.train()
         # Demo actions outside the env's bounds are clamped: heads model [-1, 1].
         target = policy.scaler.from_env(batch["actions"]).clamp(-1.0, 1.0)
-        loss = policy.head.imitation_loss(policy.features(batch["obs"]), target)
+        loss = policy.head.imitation_loss(policy.features(batch["obs"], augment=True), target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"bc: imitation loss is {loss.item()} at update {self.num_updates}")
         self.optimizer.zero_grad(set_to_none=True)

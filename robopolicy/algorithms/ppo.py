@@ -1,10 +1,18 @@
-"""PPO: the `pg` + `entropy` + `value` terms of the shared objective on on-policy rollouts.
+"""PPO: the shared objective on on-policy rollouts, for every head.
+
+    L = pg_coef L_pg + ent_coef L_entropy + vf_coef L_value            (PPO)
+      + bc_coef_i L_bc + anchor_coef L_anchor + distill_coef L_distill  (fine-tuning terms)
+with bc_coef_i = bc_coef * bc_decay ** i after i updates (DAPG). ``algo=distill`` is this class
+with pg_coef = vf_coef = 0 and distill_coef = 1: on-policy distillation is PPO's loop without
+rewards.
 
 One update:
     1. critic values of every visited and reached state in two batched passes,
     2. (optional) return-based reward scaling, GAE -> advantages and returns,
     3. n_epochs x shuffled minibatches of the weighted objective, global grad-norm clip,
        early stop when the approximate KL to the behaviour policy exceeds 1.5 * target_kl.
+During the first ``critic_warmup_updates`` updates only the value term trains: a fresh critic
+on a pretrained actor would otherwise feed it noise advantages (and undo the pretraining).
 """
 
 from __future__ import annotations
@@ -17,8 +25,21 @@ from torch import Tensor, nn
 
 from robopolicy.advantages import gae
 from robopolicy.critic import ValueCritic
+from robopolicy.heads.base import DIVERGENCE_KINDS
 from robopolicy.normalizer import ReturnNormalizer
-from robopolicy.objective import EntropyTerm, ForwardCache, MiniBatch, Objective, PPOClipTerm, ValueTerm
+from robopolicy.objective import (
+    BCTerm,
+    DAggerTerm,
+    DivergenceTerm,
+    EntropyTerm,
+    ForwardCache,
+    MiniBatch,
+    Objective,
+    ObjectiveTerm,
+    PPOClipTerm,
+    ValueTerm,
+)
+from robopolicy.objective.bc import DemoBatches
 from robopolicy.objective.value import explained_variance
 from robopolicy.policy import Policy
 from robopolicy.types import Obs, Rollout
@@ -62,6 +83,32 @@ class PPOConfig:
     """Scale rewards by the running std of the discounted return."""
     adam_eps: float = 1e-5
     """Adam epsilon."""
+    pg_coef: float = 1.0
+    """Weight of the clipped policy-gradient term (0: no reward signal, e.g. pure distillation)."""
+    critic_warmup_updates: int = 0
+    """First updates that train only the critic (fine-tuning a pretrained actor with a fresh critic)."""
+    critic_pretrain_steps: int = 0
+    """Offline phase (o2o): critic gradient steps on the dataset= demos' discounted returns before any env step."""
+    bc_coef: float = 0.0
+    """Weight of the imitation term on the run's dataset= demos (DAPG); 0: off."""
+    bc_decay: float = 1.0
+    """bc_coef is multiplied by this after every update."""
+    bc_batch_size: int = 256
+    """Demo chunks per minibatch of the bc term."""
+    anchor_coef: float = 0.0
+    """Weight of the divergence to the pretrained init_policy along the rollout's traces; 0: off."""
+    anchor_kind: str = "reverse_kl"
+    """reverse_kl (policy || pretrained), forward_kl or js."""
+    distill_coef: float = 0.0
+    """Weight of the divergence to the teacher= policy on the student's own traces; 0: off."""
+    distill_kind: str = "reverse_kl"
+    """reverse_kl (student || teacher), forward_kl, js, or dagger (teacher actions as labels)."""
+    act_with: str = "student"
+    """Who collects the rollouts: student (on-policy), or teacher (distill_kind=dagger only: BC on teacher data)."""
+    advantage: str = "gae"
+    """gae (critic), grpo (group-relative episode return) or gdpo (per-channel group normalization)."""
+    group_size: int = 8
+    """Envs per group sharing one initial state (grpo / gdpo); must divide env.num_envs."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -69,13 +116,23 @@ class PPOConfig:
             "learning_rate": self.learning_rate >= 0, "gamma": 0 < self.gamma <= 1,
             "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
             "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
+            "critic_warmup_updates": self.critic_warmup_updates >= 0,
+            "critic_pretrain_steps": self.critic_pretrain_steps >= 0, "bc_coef": self.bc_coef >= 0,
+            "bc_decay": 0 <= self.bc_decay <= 1, "bc_batch_size": self.bc_batch_size >= 1,
+            "anchor_coef": self.anchor_coef >= 0, "distill_coef": self.distill_coef >= 0,
+            "anchor_kind": self.anchor_kind in DIVERGENCE_KINDS,
+            "distill_kind": self.distill_kind in (*DIVERGENCE_KINDS, "dagger"),
+            "advantage": self.advantage in ("gae", "grpo", "gdpo"), "group_size": self.group_size >= 2,
+            "act_with": self.act_with == "student" or (self.act_with == "teacher" and self.distill_kind == "dagger"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             k = bad[0]
             raise ValueError(f"algo.{k}: invalid value {getattr(self, k)!r} "
                              "(n_steps, batch_size, n_epochs >= 1; 0 < gamma <= 1; 0 <= gae_lambda <= 1; "
-                             "clip_coef, max_grad_norm, target_kl > 0)")
+                             "clip_coef, max_grad_norm, target_kl > 0; coefficients >= 0; 0 <= bc_decay <= 1; "
+                             f"kinds in {DIVERGENCE_KINDS} (+ dagger for distill_kind); advantage in gae, grpo, "
+                             "gdpo; group_size >= 2; act_with=teacher needs distill_kind=dagger)")
 
 
 def flatten_time(x: Tensor) -> Tensor:
@@ -88,7 +145,20 @@ def flatten_obs(obs: Obs) -> Obs:
 
 
 class PPO:
-    def __init__(self, policy: Policy, critic: ValueCritic, config: PPOConfig, num_envs: int, total_steps: int = 0):
+    """The on-policy algorithm. ``teacher`` (distill), ``reference`` (anchor) and ``demos`` (bc) are
+    needed only when their coefficient is non-zero."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        critic: ValueCritic,
+        config: PPOConfig,
+        num_envs: int,
+        total_steps: int = 0,
+        teacher: Policy | None = None,
+        reference: Policy | None = None,
+        demos: DemoBatches | None = None,
+    ):
         self.policy, self.critic, self.config = policy, critic, config
         self.total_steps = total_steps
         critic_lr = config.critic_learning_rate or config.learning_rate
@@ -100,13 +170,8 @@ class PPO:
             eps=config.adam_eps,
             fused=True,  # one kernel for all parameters: the per-tensor loop dominates small MLPs on CPU
         )
-        self.objective = Objective(
-            {
-                "pg": (PPOClipTerm(config.clip_coef, config.normalize_advantage), 1.0),
-                "entropy": (EntropyTerm(), config.ent_coef),
-                "value": (ValueTerm(config.clip_vf), config.vf_coef),
-            }
-        )
+        self.objective = Objective(objective_terms(config, teacher, reference, demos))
+        self.critic_objective = Objective({"value": (ValueTerm(config.clip_vf), 1.0)})
         self.return_normalizer = ReturnNormalizer(num_envs, config.gamma) if config.normalize_reward else None
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.num_updates = 0
@@ -129,6 +194,8 @@ class PPO:
             reward = self.return_normalizer(reward, rollout.done)
         gamma = cfg.gamma ** rollout.chunk_steps.to(value.dtype)
         adv, returns = gae(reward, value, next_value, rollout.terminated, rollout.done, gamma, cfg.gae_lambda)
+        if rollout.advantages is not None:  # the source estimated them (group-relative); the critic keeps GAE returns
+            adv = rollout.advantages.to(value)
         return MiniBatch(
             obs=obs,
             norm_obs=norm_obs,
@@ -152,12 +219,15 @@ class PPO:
         n = batch.advantages.shape[0]
         history: list[dict[str, Tensor]] = []
         stopped_early = False
+        warmup = self.num_updates < cfg.critic_warmup_updates
+        objective = self.critic_objective if warmup else self.objective
         for _ in range(cfg.n_epochs):
             perm = torch.randperm(n)
             for start in range(0, n, cfg.batch_size):
                 mb = batch.index(perm[start : start + cfg.batch_size])
-                loss, metrics = self.objective(ForwardCache(self.policy, self.critic, mb))
-                if cfg.target_kl is not None and float(metrics["pg/approx_kl"]) > 1.5 * cfg.target_kl:
+                loss, metrics = objective(ForwardCache(self.policy, self.critic, mb))
+                kl = metrics.get("pg/approx_kl")
+                if cfg.target_kl is not None and kl is not None and float(kl) > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break
                 self.optimizer.zero_grad(set_to_none=True)
@@ -169,6 +239,8 @@ class PPO:
                 break
         count = len(history)
         self.num_updates += 1
+        if "bc" in self.objective.weights:
+            self.objective.weights["bc"] = cfg.bc_coef * cfg.bc_decay**self.num_updates
         out = {k: float(torch.stack([h[k] for h in history]).mean()) for k in (history[0] if history else {})}
         with torch.no_grad():
             out["value/explained_variance"] = explained_variance(self.critic(batch.norm_obs), batch.returns)
@@ -178,6 +250,8 @@ class PPO:
                 "ppo/early_stop": float(stopped_early),
                 "ppo/lr": self.optimizer.param_groups[0]["lr"],
                 "ppo/log_std_mean": _mean_log_std(self.policy),
+                "ppo/critic_warmup": float(warmup),
+                **({"ppo/bc_coef": self.objective.weights["bc"]} if "bc" in self.objective.weights else {}),
             }
         )
         return out
@@ -193,6 +267,32 @@ class PPO:
         self.num_updates = int(state["num_updates"])
         if self.return_normalizer is not None and "return_normalizer" in state:
             self.return_normalizer.load_state_dict(state["return_normalizer"])
+
+
+def objective_terms(
+    config: PPOConfig, teacher: Policy | None, reference: Policy | None, demos: DemoBatches | None
+) -> dict[str, tuple[ObjectiveTerm, float]]:
+    """The weighted terms ``config`` asks for; a term whose input is missing is a ValueError naming it."""
+    terms: dict[str, tuple[ObjectiveTerm, float]] = {
+        # Group advantages are normalized already (and 0 on masked steps): no per-minibatch renormalization.
+        "pg": (PPOClipTerm(config.clip_coef, config.normalize_advantage and config.advantage == "gae"), config.pg_coef),
+        "entropy": (EntropyTerm(), config.ent_coef),
+        "value": (ValueTerm(config.clip_vf), config.vf_coef),
+    }
+    if config.distill_coef > 0:
+        if teacher is None:
+            raise ValueError("algo.distill_coef > 0 needs a teacher policy (teacher=<policy folder>)")
+        term = DAggerTerm(teacher) if config.distill_kind == "dagger" else DivergenceTerm(teacher, config.distill_kind)
+        terms["distill"] = (term, config.distill_coef)
+    if config.anchor_coef > 0:
+        if reference is None:
+            raise ValueError("algo.anchor_coef > 0 needs the pretrained policy (init_policy=<policy folder>)")
+        terms["anchor"] = (DivergenceTerm(reference, config.anchor_kind, name="anchor"), config.anchor_coef)  # type: ignore[arg-type]
+    if config.bc_coef > 0:
+        if demos is None:
+            raise ValueError("algo.bc_coef > 0 needs demonstrations (dataset=<LeRobotDataset folder>)")
+        terms["bc"] = (BCTerm(demos), config.bc_coef)
+    return terms
 
 
 def _mean_log_std(policy: Policy) -> float:

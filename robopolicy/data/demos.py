@@ -2,6 +2,7 @@
 
     data = load_demos("data/reach-50", chunk=4)
     data.obs["observation.state"]  (N, D) float32     N frames of all episodes
+    data.obs["observation.images.<cam>"]  (N, C, H, W) uint8   cameras stored as images (dtype "image")
     data.actions                   (N, H, A) float32  a_t .. a_{t+H-1} of the frame's episode
     data.action_is_pad             (N, H) bool        True where t+h ran past the episode's last frame
     data.episode_index             (N,) int64
@@ -11,7 +12,8 @@
 Chunks are built from the parquet columns in one vectorized pass; this is exactly what LeRobot's
 ``delta_timestamps={"action": [i / fps for i in range(H)]}`` returns (padding repeats the episode's last
 action and sets ``action_is_pad``; a test checks the two agree) without N Python ``__getitem__`` calls.
-Only vector features are loaded (``observation.*`` of dtype float32/float64); images and videos are skipped.
+Vector features (``observation.*`` of dtype float32/float64) and cameras of dtype ``image`` are loaded;
+video-encoded cameras are skipped (decoding them needs FFmpeg, and none of our recorders writes them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch
 from torch import Tensor
 
 from robopolicy.types import ACTION, OBS_STATE
+
+REWARD = "next.reward"
 
 
 def quiet_lerobot_video_probe() -> None:
@@ -43,6 +47,7 @@ class DemoData:
     action_is_pad: Tensor              # (N, H) bool
     task: list[str]                    # (N,) instruction strings
     stats: dict[str, dict[str, Tensor]]  # per obs key and "action": mean / std / min / max, float32
+    reward: Tensor | None = None       # (N,) float32 r_{t+1} of each frame (``next.reward``), when stored
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -80,6 +85,8 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
     episode = np.asarray(hf["episode_index"], dtype=np.int64)
     frame = np.asarray(hf["frame_index"], dtype=np.int64)
     columns = {k: _column(hf, k, episode, tuple(features[k]["shape"])) for k in [*obs_keys, ACTION]}
+    image_keys = [k for k, f in features.items() if k.startswith("observation.images.") and f["dtype"] == "image"]
+    images = {k: _image_column(ds.hf_dataset, k, episode, tuple(features[k]["shape"])) for k in image_keys}
     act = columns[ACTION]
     if act.ndim != 2:
         raise ValueError(f"{root}: {ACTION!r} must be one vector (A,) per frame, got shape {act.shape[1:]}")
@@ -100,11 +107,16 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
     by_index = {int(i): str(t) for t, i in zip(tasks.index, tasks["task_index"], strict=True)}
     task = [by_index[int(i)] for i in np.asarray(hf["task_index"])]
 
-    obs = {k: torch.from_numpy(columns[k].astype(np.float32)) for k in obs_keys}
+    obs = {k: torch.from_numpy(columns[k].astype(np.float32)) for k in obs_keys} | images
     actions = torch.from_numpy(act.astype(np.float32)[idx])
-    stats = {k: _stats(v) for k, v in obs.items()} | {ACTION: _stats(torch.from_numpy(act.astype(np.float32)))}
+    # Images get no statistics: the encoder scales them to [0, 1] instead of normalizing them.
+    stats = {k: _stats(v) for k, v in obs.items() if k not in images} | {ACTION: _stats(torch.from_numpy(act.astype(np.float32)))}
+    reward = None
+    if REWARD in features:  # offline critic pretraining needs it; BC does not
+        reward = torch.from_numpy(_column(hf, REWARD, episode, tuple(features[REWARD]["shape"])).astype(np.float32))
+        reward = reward.reshape(len(episode))
     return DemoData(obs=obs, actions=actions, episode_index=torch.from_numpy(episode),
-                    action_is_pad=torch.from_numpy(pad), task=task, stats=stats)
+                    action_is_pad=torch.from_numpy(pad), task=task, stats=stats, reward=reward)
 
 
 def _column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -115,6 +127,8 @@ def _column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> np.nda
         raise ValueError(f"{key!r}: declared in meta/info.json but missing from the data files") from err
     except ValueError as err:  # ragged rows
         raise ValueError(f"{key!r}: rows of different shapes ({err})") from err
+    if values.ndim == 1 and shape == (1,):  # a (1,) feature comes back from parquet as one scalar per row
+        values = values[:, None]
     if values.shape[1:] != shape:
         bad = int(episode[0])
         raise ValueError(f"episode {bad}, {key!r}: shape {values.shape[1:]}, expected {shape} (meta/info.json)")
@@ -123,6 +137,19 @@ def _column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> np.nda
         row = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"episode {int(episode[row])}, {key!r}: non-finite value (NaN/Inf) at dataset row {row}")
     return values
+
+
+def _image_column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """Camera ``key`` (stored as PNG per frame) as (N, C, H, W) uint8; ``shape`` is declared (H, W, C) or (C, H, W)."""
+    frames = hf.with_format(None)[key]  # PIL images: decoded here once, kept as uint8 (4x smaller than float)
+    out = np.stack([np.asarray(f) for f in frames])
+    if out.ndim == 3:  # grayscale (N, H, W)
+        out = out[..., None]
+    hwc = out.shape[1:]
+    if shape not in (hwc, (hwc[2], hwc[0], hwc[1])):
+        raise ValueError(f"episode {int(episode[0])}, {key!r}: images of shape {hwc} (H, W, C), "
+                         f"expected {shape} (meta/info.json)")
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
 
 
 def _stats(x: Tensor) -> dict[str, Tensor]:

@@ -31,6 +31,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
+from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
 from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
 from robopolicy.types import ActionSample
 
@@ -61,6 +62,14 @@ class DiffusionHeadConfig:
     """Clip x_0 predictions to [-1, 1] while sampling."""
     beta_schedule: str = "squaredcos_cap_v2"
     """diffusers beta schedule shared by training and sampling."""
+    denoiser: str = "mlp"
+    """mlp (Denoiser below) or transformer (DiT-style adaLN, robopolicy.heads.denoisers)."""
+    dit_width: int = 128
+    """Transformer denoiser width (denoiser=transformer)."""
+    dit_depth: int = 2
+    """Transformer denoiser blocks."""
+    dit_heads: int = 4
+    """Transformer denoiser attention heads."""
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -118,7 +127,12 @@ class DiffusionHead(ActionHead):
         if cfg.num_noise_samples < 1:
             raise ValueError(f"DiffusionHeadConfig.num_noise_samples={cfg.num_noise_samples} must be >= 1")
         self.action_dim, self.chunk, self.num_steps, self.num_decisions = action_dim, chunk, k, s
-        self.denoiser = Denoiser(feat_dim, chunk * action_dim, list(cfg.hidden_sizes), cfg.time_embed_dim)
+        check_denoiser(cfg.denoiser, "DiffusionHeadConfig")
+        if cfg.denoiser == "transformer":
+            self.denoiser: nn.Module = TransformerDenoiser(feat_dim, chunk, action_dim, cfg.dit_width, cfg.dit_depth,
+                                                           cfg.dit_heads, cfg.time_embed_dim)
+        else:
+            self.denoiser = Denoiser(feat_dim, chunk * action_dim, list(cfg.hidden_sizes), cfg.time_embed_dim)
 
         sched = {"num_train_timesteps": cfg.num_train_timesteps, "beta_schedule": cfg.beta_schedule,
                  "clip_sample": cfg.clip_sample, "prediction_type": cfg.prediction_type}

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
+from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
 from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
 from robopolicy.types import ActionSample
 
@@ -53,6 +54,14 @@ class FlowHeadConfig:
     """Size of the sinusoidal embedding of t in [0, 1] (even)."""
     num_noise_samples: int = 1
     """(x0, t) draws per condition in imitation_loss: one encoder pass, several targets (Mini-Diffuser)."""
+    denoiser: str = "mlp"
+    """Velocity network: mlp (concatenation-conditioned) or transformer (DiT-style, robopolicy.heads.denoisers)."""
+    dit_width: int = 128
+    """Transformer velocity width (denoiser=transformer)."""
+    dit_depth: int = 2
+    """Transformer velocity blocks."""
+    dit_heads: int = 4
+    """Transformer velocity attention heads."""
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_MODES:
@@ -96,6 +105,11 @@ class FlowHead(ActionHead):
             layers += [nn.Linear(d_in, d_out), nn.Mish()]
         layers.append(nn.Linear(sizes[-1], out))
         self.velocity = nn.Sequential(*layers)
+        check_denoiser(self.config.denoiser, "FlowHeadConfig")
+        if self.config.denoiser == "transformer":  # t in [0, 1] is scaled to the DDPM range as in the MLP's embedding
+            self.velocity = TransformerDenoiser(feat_dim, chunk, action_dim, self.config.dit_width,
+                                                self.config.dit_depth, self.config.dit_heads,
+                                                self.config.time_embed_dim, time_scale=1000.0)
         cfg = self.config
         if cfg.noise == "learned":
             # ReinFlow noise net: std = min + (max - min) sigmoid(W [feat, emb(t)] + b); zero W and
@@ -111,6 +125,8 @@ class FlowHead(ActionHead):
     # ----------------------------------------------------------------- networks
     def velocity_field(self, x: Tensor, t: Tensor, feat: Tensor) -> Tensor:
         """v_theta(x_t, t, feat): x (N, H*A), t (N,) in [0, 1], feat (N, F) -> (N, H*A)."""
+        if isinstance(self.velocity, TransformerDenoiser):
+            return self.velocity(x, t, feat)
         emb = sinusoidal_embedding(t, self.config.time_embed_dim)
         return self.velocity(torch.cat([x, emb, feat], dim=-1))
 

@@ -30,6 +30,13 @@ def test_all_expected_configs_exist():
         "inverted_double_pendulum",
         "inverted_pendulum",
         "constant_reward",
+        "arm_reach",
+        "arm_push",
+        "arm_pick_place",
+        "arm_peg_insert",
+        "arm_pick_place_dr",
+        "metaworld",
+        "metaworld_mt10",
     } <= names
 
 

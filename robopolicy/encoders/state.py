@@ -1,22 +1,12 @@
-"""Observation encoders: normalized obs dict -> features (B, F)."""
+"""State encoder: an MLP over observation.state (B, D) -> (B, F)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from torch import Tensor, nn
 
-from robopolicy.types import OBS_STATE, Obs
+from robopolicy.encoders.config import EncoderConfig
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
-
-
-@dataclass
-class EncoderConfig:
-    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
-    """Widths of the MLP over observation.state; [] passes the state through."""
-    activation: str = "relu"
-    """One of relu, tanh, elu, gelu."""
 
 
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str, out_dim: int | None = None) -> nn.Sequential:
@@ -34,12 +24,12 @@ def mlp(in_dim: int, hidden_sizes: list[int], activation: str, out_dim: int | No
 
 
 class StateEncoder(nn.Module):
-    """MLP over observation.state (B, D) -> (B, F)."""
+    """MLP over observation.state: (B, D) -> (B, F), F = hidden_sizes[-1] (or D for [])."""
 
     def __init__(self, state_dim: int, config: EncoderConfig):
         super().__init__()
         self.net = mlp(state_dim, list(config.hidden_sizes), config.activation)
         self.out_dim = config.hidden_sizes[-1] if config.hidden_sizes else state_dim
 
-    def forward(self, obs: Obs) -> Tensor:
-        return self.net(obs[OBS_STATE])
+    def forward(self, state: Tensor) -> Tensor:
+        return self.net(state)

@@ -1,0 +1,157 @@
+"""Fine-tuning a BC diffusion policy: our recipes vs naive BC -> PPO, steps to a success threshold.
+
+All methods start from the same BC policy (diffusion head, chunks of 4) pretrained on the same 10
+noisy scripted demos, and fine-tune it in the same Meta-World task in this one invocation:
+
+    ours    critic warm-up, then small actor steps (experiment=finetune_metaworld)
+    o2o     offline critic on the demos' returns, online PPO with bc + anchor terms (algo=o2o)
+    naive   BC -> PPO with a fresh critic and PPO's from-scratch defaults (lr 3e-4, clip 0.2, 10 epochs)
+
+Deterministic evaluations (``--eval-episodes`` each) every ``--eval-every`` env steps give the
+success curves; the figure is the first step whose evaluation reaches ``--threshold``. A method that
+never reaches it reports the budget and its ratio is a lower bound (">"). Prints a table, writes
+one plot of all curves, and ends with one JSON line.
+
+    python benchmarks/finetune_vs_baselines.py --quick      # < 1 minute: the pipeline at toy budgets
+    python benchmarks/finetune_vs_baselines.py              # reach-v3, 1 seed, 150k steps per method
+    python benchmarks/finetune_vs_baselines.py --seeds 0 1 2 --task metaworld_push --steps 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+METHODS = {
+    "ours": ["experiment=finetune_metaworld"],
+    "o2o": ["algo=o2o", "env.num_envs=8"],
+    "naive": ["algo=ppo", "env.num_envs=8", "algo.n_steps=50"],
+}
+
+
+def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int) -> tuple[Path, Path, float]:
+    """Noisy whole-episode demos and a BC diffusion policy: (dataset, bc checkpoint, BC success)."""
+    from hydra.utils import instantiate
+
+    from robopolicy.cli import compose
+    from robopolicy.demos_config import register_demos_config
+    from robopolicy.train_run import run_training
+
+    register_demos_config()
+    dcfg = compose("demos", [f"env={task}", f"episodes={demos}", f"root={root / f'demos-{seed}'}", "action_noise=0.3",
+                             "suboptimal_frac=0.2", "stop_on_success=false", f"seed={seed}", "overwrite=true"])
+    dataset = Path(instantiate(dcfg.recorder))
+    bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", "policy=diffusion", f"seed={seed}",
+                                        f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100",
+                                        "algo.eval_every=0", f"eval_episodes={eval_episodes}", "logger=none",
+                                        f"runs_dir={root}", f"name=bc-{seed}"]), show_progress=False)
+    return dataset, bc.checkpoint, float(bc.eval_summary["success_rate"]) if bc.eval_summary else float("nan")
+
+
+def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: Path, args) -> dict:
+    from robopolicy.cli import compose
+    from robopolicy.train_run import run_training
+
+    cfg = compose("train", [f"env={task}", "env.chunk=4", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
+                            *METHODS[method], f"total_steps={args.steps}", f"eval_every={args.eval_every}",
+                            f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
+                            "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
+                            f"name={method}-{seed}"])
+    t0 = time.perf_counter()
+    result = run_training(cfg, show_progress=not args.quick)
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["eval/success"]) for r in rows if "eval/success" in r and not r.get("eval/is_final")]
+    periodic = curve  # [0] is the BC policy at step 0
+    reached = next((s for s, v in periodic[1:] if v >= args.threshold), None)  # [0] is the BC start
+    first_online = periodic[1][1] if len(periodic) > 1 else float("nan")
+    return {"method": method, "seed": seed, "steps_to_threshold": reached, "wall_s": round(wall, 1),
+            "start_success": periodic[0][1] if periodic else float("nan"), "first_eval_success": first_online,
+            "min_success": min(v for _, v in periodic) if periodic else float("nan"),
+            "final_success": curve[-1][1] if curve else float("nan"), "curve": curve}
+
+
+def plot(results: list[dict], path: Path, threshold: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = {"ours": "C0", "o2o": "C2", "naive": "C3"}
+    for r in results:
+        xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
+        ax.plot(xs, ys, marker="o", color=colors[r["method"]], alpha=0.8, label=f"{r['method']} (seed {r['seed']})")
+    ax.axhline(threshold, color="gray", linestyle=":", label=f"threshold {threshold:.0%}")
+    ax.set_xlabel("env steps (0 = BC policy)")
+    ax.set_ylabel("eval success")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="toy budgets, < 1 minute")
+    parser.add_argument("--task", default="metaworld_reach")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--steps", type=int, default=150_000)
+    parser.add_argument("--eval-every", type=int, default=16_000)
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--out", default="runs/bench-finetune")
+    args = parser.parse_args()
+    demos, bc_steps = 10, 3000
+    if args.quick:
+        demos, bc_steps, args.steps, args.eval_every, args.eval_episodes = 2, 100, 1600, 1600, 2
+    warnings.filterwarnings("ignore", message=r".*(not within the observation space|maximum and minimum values)")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    root = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    results, starts = [], {}
+    for seed in args.seeds:
+        dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes)
+        print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
+        for method in args.methods:
+            r = finetune(method, args.task, seed, root, dataset, bc, args)
+            results.append(r)
+            print(f"  {method:6s} steps to {args.threshold:.0%}: {r['steps_to_threshold'] or f'> {args.steps}'}  "
+                  f"start {r['start_success']:.2f}  first eval {r['first_eval_success']:.2f}  "
+                  f"min {r['min_success']:.2f}  final {r['final_success']:.2f}  ({r['wall_s']:.0f} s)", flush=True)
+    plot(results, root / "success_curves.png", args.threshold)
+    print(f"plot: {root / 'success_curves.png'}")
+
+    def mean_steps(method: str) -> tuple[float, bool]:
+        rs = [r for r in results if r["method"] == method]
+        steps = [r["steps_to_threshold"] or args.steps for r in rs]
+        return sum(steps) / max(1, len(steps)), all(r["steps_to_threshold"] for r in rs)
+
+    summary: dict = {"task": args.task, "seeds": args.seeds, "threshold": args.threshold, "budget": args.steps,
+                     "bc_success": [starts[s] for s in args.seeds]}
+    for method in args.methods:
+        steps, all_reached = mean_steps(method)
+        summary[f"{method}_steps_to_threshold"] = steps if all_reached else None
+        summary[f"{method}_first_eval_success"] = [r["first_eval_success"] for r in results if r["method"] == method]
+    if "naive" in args.methods:
+        naive, naive_reached = mean_steps("naive")
+        for method in (m for m in args.methods if m != "naive"):
+            ours, reached = mean_steps(method)
+            # naive / ours: > 1 means fewer steps for ours; a bound when naive never reached it.
+            ratio = naive / ours
+            summary[f"naive_over_{method}_steps_ratio"] = round(ratio, 2)
+            summary[f"naive_over_{method}_is_lower_bound"] = not naive_reached and reached
+            print(f"naive / {method} steps to {args.threshold:.0%}: {'>' if not naive_reached else ''}{ratio:.2f}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

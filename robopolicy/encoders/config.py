@@ -1,0 +1,117 @@
+"""Typed configs of the observation encoder (``policy.encoder`` in Hydra / config.json).
+
+    encoder:
+      hidden_sizes: [256, 256]        state MLP
+      image:    {cameras: [front, wrist], shape: [3, 84, 84], backbone: cnn | resnet18, ...}
+      language: {kind: none | transformer | embedding, ...}
+      fusion:   concat | film | tokens
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKBONES = ("cnn", "resnet18")
+LANGUAGE_KINDS = ("none", "transformer", "embedding")
+FUSIONS = ("concat", "film", "tokens")
+
+
+@dataclass
+class ImageEncoderConfig:
+    cameras: list[str] = field(default_factory=list)
+    """Camera names: observation.images.<cam> for each; [] = no image encoder."""
+    shape: list[int] = field(default_factory=list)
+    """(C, H, W) of every camera's images; [] = taken from the dataset (BC)."""
+    backbone: str = "cnn"
+    """cnn (3-layer conv net, fast on CPU) or resnet18 (torchvision, random init or ``weights``)."""
+    weights: str | None = None
+    """Local file (.pth / .safetensors) with a torchvision resnet18 state dict; None: random init. Nothing is
+    downloaded."""
+    feature_dim: int = 64
+    """Per-camera feature size (spatial-softmax keypoints -> linear)."""
+    num_keypoints: int = 32
+    """Spatial-softmax keypoints per camera (diffusion_policy's image pooling); 2 coordinates each."""
+    random_shift: int = 4
+    """Pad-and-random-crop by up to this many pixels while training (DrQ); 0 disables it."""
+    shared_backbone: bool = True
+    """One backbone for all cameras (LeRobot's default) instead of one per camera."""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"encoder.image.backbone: unknown {self.backbone!r}; expected one of {BACKBONES}")
+        if self.shape and len(self.shape) != 3:
+            raise ValueError(f"encoder.image.shape: expected (C, H, W), got {self.shape}")
+        if self.random_shift < 0 or self.feature_dim < 1 or self.num_keypoints < 1:
+            raise ValueError(f"encoder.image: random_shift >= 0, feature_dim >= 1 and num_keypoints >= 1, got "
+                             f"{self.random_shift}, {self.feature_dim}, {self.num_keypoints}")
+
+
+@dataclass
+class LanguageEncoderConfig:
+    kind: str = "none"
+    """none, transformer (byte-level tokens -> small transformer) or embedding (one learned vector per task)."""
+    dim: int = 64
+    """Width of the token embeddings / task embedding."""
+    max_length: int = 64
+    """Bytes per instruction for the transformer; longer instructions are truncated."""
+    layers: int = 2
+    """Transformer layers."""
+    heads: int = 4
+    """Attention heads (dim must be divisible by it)."""
+    tasks: list[str] = field(default_factory=list)
+    """Vocabulary of the embedding kind, in index order; [] = the dataset's tasks (BC)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in LANGUAGE_KINDS:
+            raise ValueError(f"encoder.language.kind: unknown {self.kind!r}; expected one of {LANGUAGE_KINDS}")
+        if self.kind == "transformer" and self.dim % self.heads:
+            raise ValueError(f"encoder.language: dim={self.dim} must be divisible by heads={self.heads}")
+
+
+@dataclass
+class EncoderConfig:
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    """Widths of the MLP over observation.state; [] passes the state through."""
+    activation: str = "relu"
+    """One of relu, tanh, elu, gelu."""
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    """Camera encoder (off while image.cameras is empty)."""
+    language: LanguageEncoderConfig = field(default_factory=LanguageEncoderConfig)
+    """Instruction encoder for the ``task`` key (off for kind none)."""
+    fusion: str = "concat"
+    """concat (features side by side), film (language scales/shifts image maps and state features) or tokens
+    (one transformer over state, camera and instruction tokens; its CLS output is the feature)."""
+    token_dim: int = 128
+    """Width of the fusion transformer (fusion=tokens)."""
+    token_layers: int = 2
+    """Layers of the fusion transformer (fusion=tokens)."""
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"encoder.fusion: unknown {self.fusion!r}; expected one of {FUSIONS}")
+        # Hydra / JSON hand nested sections over as dicts (or DictConfig); build the dataclasses.
+        if not isinstance(self.image, ImageEncoderConfig):
+            self.image = _build(ImageEncoderConfig, self.image, "encoder.image")
+        if not isinstance(self.language, LanguageEncoderConfig):
+            self.language = _build(LanguageEncoderConfig, self.language, "encoder.language")
+        if self.fusion == "film" and self.language.kind == "none":
+            raise ValueError("encoder.fusion=film: FiLM is conditioned on the instruction; set encoder.language.kind")
+
+    def obs_keys(self) -> list[str]:
+        """Observation keys this encoder reads besides observation.state."""
+        keys = [f"observation.images.{cam}" for cam in self.image.cameras]
+        return keys + (["task"] if self.language.kind != "none" else [])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | EncoderConfig) -> EncoderConfig:
+        return data if isinstance(data, EncoderConfig) else _build(cls, data, "encoder")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    data = dict(data)
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return cls(**data)

@@ -1,0 +1,94 @@
+"""ObsEncoder: state MLP + cameras + instruction, fused into one feature vector (B, F) for the head.
+
+    concat:  F = F_state + N_cam F_img + E                  [s, img_1 .. img_N, text]
+    film:    (gamma, beta) = Linear(text)  -> image maps: m (1 + gamma) + beta,  state: s (1 + gamma_s) + beta_s
+             F = F_state + N_cam F_img + E                  (language also stays a feature of its own)
+    tokens:  [CLS, s, img_1 .. img_N, text tokens] (+ type embeddings) -> transformer -> CLS output, F = token_dim
+
+A state-only config (no cameras, no language) is exactly the old state MLP, with the same
+parameter names (``encoder.net.*``), so checkpoints written before images existed still load.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robopolicy.encoders.config import EncoderConfig
+from robopolicy.encoders.image import ImageEncoder
+from robopolicy.encoders.language import make_language_encoder
+from robopolicy.encoders.state import mlp
+from robopolicy.types import OBS_STATE, TASK, Obs
+
+
+class ObsEncoder(nn.Module):
+    """Normalized obs dict -> (B, F). Keys: observation.state (B, D), observation.images.<cam> (B, C, H, W)
+    uint8 or float in [0, 1], task (B,) strings (or token ids)."""
+
+    def __init__(self, state_dim: int, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.net = mlp(state_dim, list(config.hidden_sizes), config.activation)  # the state MLP
+        self.state_dim = config.hidden_sizes[-1] if config.hidden_sizes else state_dim
+        self.images = ImageEncoder(config.image) if config.image.cameras else None
+        self.language = make_language_encoder(config.language)
+        n_cam = len(config.image.cameras)
+        text_dim = self.language.out_dim if self.language is not None else 0
+        if config.fusion == "film":
+            assert self.language is not None  # EncoderConfig checks it
+            img_ch = self.images.channels if self.images is not None else 0
+            self.film = nn.Linear(text_dim, 2 * (img_ch + self.state_dim))
+            nn.init.zeros_(self.film.weight)  # start as the identity modulation
+            nn.init.zeros_(self.film.bias)
+        if config.fusion == "tokens":
+            d = config.token_dim
+            self.state_token = nn.Linear(self.state_dim, d)
+            self.image_token = nn.Linear(config.image.feature_dim, d) if self.images is not None else None
+            self.text_token = nn.Linear(text_dim, d) if self.language is not None else None
+            self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.type_embed = nn.Parameter(torch.randn(3 + n_cam, d) * 0.02)  # cls, state, each camera, text
+            layer = nn.TransformerEncoderLayer(d, max(1, d // 32), 4 * d, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.fusion = nn.TransformerEncoder(layer, config.token_layers, enable_nested_tensor=False)
+            self.out_dim = d
+        else:
+            self.out_dim = self.state_dim + n_cam * config.image.feature_dim + text_dim
+
+    def forward(self, obs: Obs, augment: bool = False) -> Tensor:
+        """``augment``: random-shift the cameras (BC updates)."""
+        state = self.net(obs[OBS_STATE])
+        b = state.shape[0]
+        text_tokens = text_pad = text = None
+        if self.language is not None:
+            if TASK not in obs:
+                raise KeyError(f"observation has no {TASK!r}; the policy was built with a "
+                               f"{self.config.language.kind} instruction encoder")
+            text_tokens, text_pad, text = self.language(obs[TASK], b)
+        img_film = None
+        if self.config.fusion == "film":
+            gamma_beta = self.film(text)
+            img_ch = 2 * self.images.channels if self.images is not None else 0
+            img_film, state_film = gamma_beta[:, :img_ch], gamma_beta[:, img_ch:]
+            gamma, beta = state_film.chunk(2, dim=-1)
+            state = state * (1 + gamma) + beta
+        images = self.images(obs, img_film, augment) if self.images is not None else None
+        if self.config.fusion != "tokens":
+            parts = [state] + ([images.flatten(1)] if images is not None else []) + ([text] if text is not None else [])
+            return torch.cat(parts, dim=-1) if len(parts) > 1 else state
+        return self._fuse_tokens(state, images, text_tokens, text_pad)
+
+    def _fuse_tokens(self, state: Tensor, images: Tensor | None, text: Tensor | None, pad: Tensor | None) -> Tensor:
+        b, types = state.shape[0], self.type_embed
+        tokens = [self.cls.expand(b, -1, -1) + types[0], self.state_token(state).unsqueeze(1) + types[1]]
+        if images is not None:
+            tokens.append(self.image_token(images) + types[2 : 2 + images.shape[1]])
+        masks = [torch.zeros(b, sum(t.shape[1] for t in tokens), dtype=torch.bool, device=state.device)]
+        if text is not None:
+            tokens.append(self.text_token(text) + types[-1])
+            masks.append(pad)
+        out = self.fusion(torch.cat(tokens, dim=1), src_key_padding_mask=torch.cat(masks, dim=1))
+        return out[:, 0]
+
+
+def build_encoder(state_dim: int, config: EncoderConfig) -> ObsEncoder:
+    return ObsEncoder(state_dim, config)

@@ -1,0 +1,89 @@
+"""Isaac Lab adapter: its contract on a stand-in with Isaac Lab's step API (always runs), and on a real Isaac Lab
+task (marker ``isaaclab``; skipped where Isaac Lab does not import; see docs/envs.md for what runs where)."""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+import pytest
+import torch
+
+from envs.isaaclab import IsaacLabEnv, isaaclab_available, make_isaaclab_env
+
+
+class FakeIsaacEnv:
+    """Isaac Lab's batched API in miniature: obs {"policy": (B, 2), "critic": (B, 3)}, reward 1 per step,
+    env i terminates after ``ends[i]`` steps and is reset inside ``step`` (as Isaac Lab does)."""
+
+    def __init__(self, ends: list[int], device: str = "cpu") -> None:
+        self.num_envs, self.device, self.ends = len(ends), device, torch.tensor(ends)
+        self.single_observation_space = gym.spaces.Dict(
+            {"policy": gym.spaces.Box(-1, 1, (2,)), "critic": gym.spaces.Box(-1, 1, (3,))})
+        self.single_action_space = gym.spaces.Box(-1, 1, (1,))
+        self.t = torch.zeros(self.num_envs, dtype=torch.int64)
+        self.seen: list[torch.Tensor] = []
+
+    def _obs(self):
+        return {"policy": self.t.float().unsqueeze(1).repeat(1, 2), "critic": torch.ones(self.num_envs, 3)}
+
+    def reset(self, seed=None):
+        self.t.zero_()
+        return self._obs(), {}
+
+    def step(self, action):
+        self.seen.append(action.clone())
+        self.t += 1
+        done = self.t >= self.ends
+        self.t[done] = 0
+        return self._obs(), torch.ones(self.num_envs), done, torch.zeros(self.num_envs, dtype=torch.bool), {"log": {}}
+
+    def close(self):
+        pass
+
+
+def test_chunk_sums_rewards_until_the_episode_ends():
+    fake = FakeIsaacEnv(ends=[5, 2])
+    env = IsaacLabEnv(fake, chunk=3)
+    obs = env.reset()
+    assert obs["observation.state"].shape == (2, 2) and obs["observation.privileged"].shape == (2, 3)
+    assert (env.state_dim, env.privileged_dim, env.action_dim) == (2, 3, 1)
+    res = env.step(torch.zeros(2, 3, 1))
+    # env 1 ends after 2 of the 3 steps: 2 rewards, chunk_steps 2; env 0 runs all 3.
+    assert res.reward.tolist() == [3.0, 2.0] and res.chunk_steps.tolist() == [3, 2]
+    assert res.terminated.tolist() == [False, True] and not res.truncated.any()
+    assert [(e.env_index, e.ret, e.length) for e in res.episodes] == [(1, 2.0, 2)]
+    # The chunk's 3rd step ran in env 1's next episode (Isaac Lab resets inside step): it ends 1 step later.
+    res = env.step(torch.zeros(2, 3, 1))
+    assert res.terminated.tolist() == [True, True] and res.chunk_steps.tolist() == [2, 1]
+    assert res.reward.tolist() == [2.0, 1.0]
+    assert [(e.env_index, e.ret, e.length) for e in res.episodes] == [(0, 5.0, 5), (1, 2.0, 2)]
+
+
+def test_actions_are_passed_step_by_step_and_shape_checked():
+    fake = FakeIsaacEnv(ends=[9, 9])
+    env = IsaacLabEnv(fake, chunk=2)
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(torch.zeros(2, 2, 1))
+    env.reset()
+    a = torch.arange(4.0).view(2, 2, 1)
+    env.step(a)
+    assert torch.equal(fake.seen[0], a[:, 0]) and torch.equal(fake.seen[1], a[:, 1])
+    with pytest.raises(ValueError, match=r"\(B, H, A\) = \(2, 2, 1\), got \(2, 1\)"):
+        env.step(torch.zeros(2, 1))
+
+
+@pytest.mark.isaaclab
+@pytest.mark.skipif(not isaaclab_available(), reason="isaaclab is not installed (pip install -e .[isaaclab])")
+def test_real_isaaclab_task_steps():
+    """A real Isaac Lab task through the adapter; ROBOPOLICY_ISAACLAB_DEVICE picks the device (default cpu)."""
+    device = os.environ.get("ROBOPOLICY_ISAACLAB_DEVICE", "cpu")
+    env = make_isaaclab_env("Isaac-Cartpole-Direct", num_envs=4, device=device, overrides=["physics=newton_mjwarp"])
+    try:
+        obs = env.reset(seed=0)
+        assert obs["observation.state"].shape == (4, env.state_dim)
+        for _ in range(10):
+            res = env.step(torch.zeros(4, 1, env.action_dim))
+            assert res.reward.shape == (4,) and torch.isfinite(res.obs["observation.state"]).all()
+    finally:
+        env.close()

@@ -1,0 +1,79 @@
+"""algo=o2o and algo=distill through the real run path (tiny budgets on the toy env)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_bc import bc_cfg, fake_loader, synthetic_demos  # noqa: F401  (fake_loader is a fixture)
+
+from robopolicy.cli import compose
+from robopolicy.train_run import ConfigError, run_training
+
+TOY = ["env=constant_reward", "env.num_envs=2", "logger=none", "eval_episodes=2", "eval_every=64",
+       "total_steps=192", "checkpoint_every=192"]
+
+
+def rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def bc_policy(tmp_path, fake_loader):  # noqa: F811
+    data, _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0)
+    data.reward = torch.ones(200)  # the toy env pays 1 per step
+    fake_loader["data"] = data
+    return run_training(bc_cfg(tmp_path), show_progress=False).checkpoint
+
+
+def test_o2o_pretrains_the_critic_offline_then_trains_with_bc_and_anchor(tmp_path, bc_policy):
+    cfg = compose("train", [*TOY, "algo=o2o", f"init_policy={bc_policy}", f"dataset={tmp_path / 'demos'}",
+                            "algo.n_steps=16", "algo.batch_size=16", "algo.n_epochs=2", "algo.critic_pretrain_steps=50",
+                            f"runs_dir={tmp_path / 'runs'}", "name=o2o"])
+    out = rows(run_training(cfg, show_progress=False).run_dir)
+    offline = [r for r in out if "offline/critic_loss" in r]
+    assert len(offline) == 1 and offline[0]["step"] == 0
+    start = [r for r in out if r.get("eval/is_initial")]
+    assert len(start) == 1 and start[0]["step"] == 0  # the BC starting point is on the curve
+    updates = [r for r in out if "loss/pg" in r]
+    assert updates and all({"loss/bc", "loss/anchor", "anchor/divergence"} <= set(r) for r in updates)
+    assert updates[-1]["ppo/bc_coef"] < 0.1  # decays from algo.bc_coef=0.1
+    assert all(torch.isfinite(torch.tensor(r["loss/anchor"])) for r in updates)
+
+
+def test_o2o_needs_rewards_in_the_dataset(tmp_path, fake_loader, bc_policy):  # noqa: F811
+    fake_loader["data"].reward = None
+    cfg = compose("train", [*TOY, "algo=o2o", f"init_policy={bc_policy}", f"dataset={tmp_path / 'demos'}",
+                            f"runs_dir={tmp_path / 'runs'}", "name=o2o"])
+    with pytest.raises(ConfigError, match="stores no next.reward"):
+        run_training(cfg, show_progress=False)
+
+
+def test_distill_pulls_a_fresh_student_toward_the_teacher(tmp_path, bc_policy):
+    cfg = compose("train", [*TOY, "algo=distill", f"teacher={bc_policy}", "policy=gaussian",
+                            "policy.encoder.hidden_sizes=[32,32]", "algo.n_steps=16", "algo.batch_size=32",
+                            "algo.learning_rate=3e-3", "total_steps=640", f"runs_dir={tmp_path / 'runs'}", "name=d"])
+    out = [r for r in rows(run_training(cfg, show_progress=False).run_dir) if "distill/divergence" in r]
+    assert len(out) >= 10 and "loss/pg" not in out[0]
+    assert out[-1]["distill/divergence"] < 0.5 * out[0]["distill/divergence"]
+
+
+def test_distill_without_a_teacher_is_named(tmp_path):
+    cfg = compose("train", [*TOY, "algo=distill", f"runs_dir={tmp_path}", "name=d"])
+    with pytest.raises(ConfigError, match="teacher: required"):
+        run_training(cfg, show_progress=False)
+
+
+def test_bc_on_teacher_data_collects_with_the_teacher(tmp_path, bc_policy):
+    cfg = compose("train", [*TOY, "algo=distill", f"teacher={bc_policy}", "algo.distill_kind=dagger",
+                            "algo.act_with=teacher", "policy=gaussian", "policy.encoder.hidden_sizes=[32,32]",
+                            "algo.n_steps=16", f"runs_dir={tmp_path / 'runs'}", "name=bct"])
+    out = [r for r in rows(run_training(cfg, show_progress=False).run_dir) if "loss/distill" in r]
+    assert out and all(torch.isfinite(torch.tensor(r["loss/distill"])) for r in out)
+
+
+def test_teacher_rollouts_need_the_dagger_term(tmp_path):
+    cfg = compose("train", [*TOY, "algo=distill", "algo.act_with=teacher", f"runs_dir={tmp_path}", "name=d"])
+    with pytest.raises(ConfigError, match="act_with"):
+        run_training(cfg, show_progress=False)
