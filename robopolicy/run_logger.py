@@ -60,7 +60,10 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
     import matplotlib.pyplot as plt
 
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
-    series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None] for k in PLOT_KEYS}
+    # The final evaluation (fresh seeds) is a separate marker, not a point of the periodic curve.
+    series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None and not r.get("eval/is_final")]
+              for k in PLOT_KEYS}
+    final = [r for r in rows if r.get("eval/is_final")]
     panels = [("return", ["episode/return", "eval/return"]), ("success", ["episode/success", "eval/success"])]
     panels = [(name, keys) for name, keys in panels if any(series[k] for k in keys)]
     if not panels:
@@ -72,6 +75,9 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
                 xs, ys = zip(*series[key])
                 style = {"marker": "o", "linestyle": "--"} if key.startswith("eval") else {}
                 ax.plot(xs, ys, label=key, **style)
+        if final and final[-1].get(f"eval/{name}") is not None:
+            ax.plot([final[-1]["step"]], [final[-1][f"eval/{name}"]], marker="*", markersize=12, linestyle="none",
+                    color="black", label="final eval (fresh seeds)")
         start = [r for r in rows if r.get("eval/is_initial") and r.get(f"eval/{name}") is not None]
         if start:  # a fine-tuning run: mark where the pretrained policy started
             ax.axhline(start[0][f"eval/{name}"], color="gray", linestyle=":", label="pretrained (start)")
