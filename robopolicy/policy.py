@@ -22,7 +22,7 @@ from robopolicy.encoders import EncoderConfig, build_encoder
 from robopolicy.heads import ActionHead, build_head
 from robopolicy.interop.lerobot import is_lerobot_checkpoint, load_lerobot_policy
 from robopolicy.normalizer import ObsNormalizer
-from robopolicy.types import OBS_STATE, ActionSample, Obs
+from robopolicy.types import OBS_PRIVILEGED, OBS_STATE, ActionSample, Obs
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 FORMAT_VERSION = 1
@@ -40,6 +40,8 @@ class PolicyConfig:
     """Keep running mean/std of observation.state inside the policy."""
     state_dim: int = 0
     """D; filled from the env when the policy is built."""
+    privileged_dim: int = 0
+    """P of observation.privileged; filled from the env when ``encoder.privileged`` (0 otherwise)."""
     action_dim: int = 0
     """A; filled from the env."""
     chunk: int = 1
@@ -90,8 +92,11 @@ class Policy(nn.Module):
                 f"{config.state_dim}/{config.action_dim}/{config.chunk}"
             )
         self.config = config
-        self.normalizer = ObsNormalizer({OBS_STATE: config.state_dim}, enabled=config.normalize_obs)
-        self.encoder = build_encoder(config.state_dim, config.encoder)
+        dims = {OBS_STATE: config.state_dim}
+        if config.encoder.privileged:
+            dims[OBS_PRIVILEGED] = config.privileged_dim
+        self.normalizer = ObsNormalizer(dims, enabled=config.normalize_obs)
+        self.encoder = build_encoder(config.state_dim, config.encoder, config.privileged_dim)
         self.head: ActionHead = build_head(
             config.head, self.encoder.out_dim, config.action_dim, config.chunk, dict(config.head_options)
         )

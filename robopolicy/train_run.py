@@ -51,6 +51,12 @@ def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
         "state_dim": int(env.state_dim), "action_dim": int(env.action_dim), "chunk": int(env.chunk),
         "action_low": env.action_low.tolist(), "action_high": env.action_high.tolist(),
     }
+    if (data.get("encoder") or {}).get("privileged"):
+        privileged = getattr(env, "obs_shapes", {}).get(OBS_PRIVILEGED)
+        if privileged is None:
+            raise ConfigError(f"policy.encoder.privileged: the env {cfg.env.id} has no {OBS_PRIVILEGED!r} observation "
+                              "(for our arm: env.kwargs.privileged=true)")
+        data["privileged_dim"] = int(privileged[0])
     return PolicyConfig.from_dict(data)  # type: ignore[arg-type]
 
 

@@ -274,3 +274,29 @@ def test_bc_learns_an_action_only_the_image_or_instruction_reveals(source):
         pred = policy.act(test_obs, deterministic=True).actions
     accuracy = (pred.sign() == test_actions.sign()).float().mean().item()
     assert accuracy > 0.95, accuracy
+
+
+def test_privileged_encoder_reads_privileged_state_and_reloads(tmp_path):
+    """A teacher's encoder (encoder.privileged) depends on observation.privileged, normalizes it with its own
+    statistics, survives save/load, and names the key when an observation lacks it."""
+    cfg = PolicyConfig(head="gaussian", state_dim=3, privileged_dim=5, action_dim=2,
+                       encoder=EncoderConfig(hidden_sizes=[16], privileged=True))
+    policy = Policy(cfg)
+    obs = {OBS_STATE: torch.randn(4, 3), "observation.privileged": torch.randn(4, 5)}
+    moved = dict(obs, **{"observation.privileged": obs["observation.privileged"] + 1.0})
+    a = policy.act(obs, deterministic=True).actions
+    assert not torch.allclose(a, policy.act(moved, deterministic=True).actions)
+    assert "observation__privileged" in dict(policy.normalizer.stats.named_children())
+    back = Policy.from_pretrained(policy.save_pretrained(tmp_path / "p"))
+    torch.testing.assert_close(back.act(obs, deterministic=True).actions, a)
+    with pytest.raises(KeyError, match="observation.privileged"):
+        policy.act({OBS_STATE: obs[OBS_STATE]})
+    with pytest.raises(ValueError, match="encoder.privileged: needs the policy's privileged_dim"):
+        Policy(PolicyConfig(state_dim=3, action_dim=2, encoder=EncoderConfig(privileged=True)))
+
+
+def test_privileged_encoder_on_an_env_without_privileged_state_names_the_key(tmp_path):
+    cfg = compose("train", ["env=inverted_pendulum", "policy.encoder.privileged=true", f"runs_dir={tmp_path}",
+                          "logger=none"])
+    with pytest.raises(ConfigError, match="policy.encoder.privileged: the env .* has no 'observation.privileged'"):
+        run_training(cfg, show_progress=False)

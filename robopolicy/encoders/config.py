@@ -2,6 +2,7 @@
 
     encoder:
       hidden_sizes: [256, 256]        state MLP
+      privileged: false               true: the MLP reads [observation.state, observation.privileged]
       image:    {cameras: [front, wrist], shape: [3, 84, 84], backbone: cnn | resnet18, ...}
       language: {kind: none | transformer | embedding, ...}
       fusion:   concat | film | tokens
@@ -75,6 +76,9 @@ class EncoderConfig:
     """Widths of the MLP over observation.state; [] passes the state through."""
     activation: str = "relu"
     """One of relu, tanh, elu, gelu."""
+    privileged: bool = False
+    """Also read observation.privileged (simulation-only state: object poses, physics parameters), concatenated
+    to observation.state before the state MLP: for teachers that a camera student is distilled from."""
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Camera encoder (off while image.cameras is empty)."""
     language: LanguageEncoderConfig = field(default_factory=LanguageEncoderConfig)
@@ -100,7 +104,8 @@ class EncoderConfig:
 
     def obs_keys(self) -> list[str]:
         """Observation keys this encoder reads besides observation.state."""
-        keys = [f"observation.images.{cam}" for cam in self.image.cameras]
+        keys = ["observation.privileged"] if self.privileged else []
+        keys += [f"observation.images.{cam}" for cam in self.image.cameras]
         return keys + (["task"] if self.language.kind != "none" else [])
 
     @classmethod

@@ -18,18 +18,22 @@ from robopolicy.encoders.config import EncoderConfig
 from robopolicy.encoders.image import ImageEncoder
 from robopolicy.encoders.language import make_language_encoder
 from robopolicy.encoders.state import mlp
-from robopolicy.types import OBS_STATE, TASK, Obs
+from robopolicy.types import OBS_PRIVILEGED, OBS_STATE, TASK, Obs
 
 
 class ObsEncoder(nn.Module):
     """Normalized obs dict -> (B, F). Keys: observation.state (B, D), observation.images.<cam> (B, C, H, W)
     uint8 or float in [0, 1], task (B,) strings (or token ids)."""
 
-    def __init__(self, state_dim: int, config: EncoderConfig):
+    def __init__(self, state_dim: int, config: EncoderConfig, privileged_dim: int = 0):
         super().__init__()
         self.config = config
-        self.net = mlp(state_dim, list(config.hidden_sizes), config.activation)  # the state MLP
-        self.state_dim = config.hidden_sizes[-1] if config.hidden_sizes else state_dim
+        if config.privileged and privileged_dim <= 0:
+            raise ValueError("encoder.privileged: needs the policy's privileged_dim (P > 0), got "
+                             f"{privileged_dim}; the env must observe observation.privileged")
+        in_dim = state_dim + (privileged_dim if config.privileged else 0)
+        self.net = mlp(in_dim, list(config.hidden_sizes), config.activation)  # the state MLP
+        self.state_dim = config.hidden_sizes[-1] if config.hidden_sizes else in_dim
         self.images = ImageEncoder(config.image) if config.image.cameras else None
         self.language = make_language_encoder(config.language)
         n_cam = len(config.image.cameras)
@@ -56,7 +60,8 @@ class ObsEncoder(nn.Module):
 
     def forward(self, obs: Obs, augment: bool = False) -> Tensor:
         """``augment``: random-shift the cameras (BC updates)."""
-        state = self.net(obs[OBS_STATE])
+        state = self._state_input(obs)
+        state = self.net(state)
         b = state.shape[0]
         text_tokens = text_pad = text = None
         if self.language is not None:
@@ -77,6 +82,14 @@ class ObsEncoder(nn.Module):
             return torch.cat(parts, dim=-1) if len(parts) > 1 else state
         return self._fuse_tokens(state, images, text_tokens, text_pad)
 
+    def _state_input(self, obs: Obs) -> Tensor:
+        if not self.config.privileged:
+            return obs[OBS_STATE]
+        if OBS_PRIVILEGED not in obs:
+            raise KeyError(f"observation has no {OBS_PRIVILEGED!r} (keys: {sorted(obs)}); the policy was built "
+                           "with encoder.privileged=true (for our arm: env.kwargs.privileged=true)")
+        return torch.cat([obs[OBS_STATE], obs[OBS_PRIVILEGED]], dim=-1)
+
     def _fuse_tokens(self, state: Tensor, images: Tensor | None, text: Tensor | None, pad: Tensor | None) -> Tensor:
         b, types = state.shape[0], self.type_embed
         tokens = [self.cls.expand(b, -1, -1) + types[0], self.state_token(state).unsqueeze(1) + types[1]]
@@ -90,5 +103,5 @@ class ObsEncoder(nn.Module):
         return out[:, 0]
 
 
-def build_encoder(state_dim: int, config: EncoderConfig) -> ObsEncoder:
-    return ObsEncoder(state_dim, config)
+def build_encoder(state_dim: int, config: EncoderConfig, privileged_dim: int = 0) -> ObsEncoder:
+    return ObsEncoder(state_dim, config, privileged_dim)
