@@ -300,3 +300,18 @@ def test_privileged_encoder_on_an_env_without_privileged_state_names_the_key(tmp
                           "logger=none"])
     with pytest.raises(ConfigError, match="policy.encoder.privileged: the env .* has no 'observation.privileged'"):
         run_training(cfg, show_progress=False)
+
+
+def test_nature_backbone_maps_84x84_to_7x7_and_learns(tmp_path):
+    from robopolicy.encoders.image import NatureCNN
+
+    assert NatureCNN(3)(torch.zeros(2, 3, 84, 84)).shape == (2, 64, 7, 7)
+    enc = EncoderConfig.from_dict({"hidden_sizes": [16], "image": {"cameras": ["front"], "shape": [3, 84, 84],
+                                                                   "backbone": "nature"}})
+    policy = Policy(PolicyConfig(head="gaussian", encoder=enc, state_dim=2, action_dim=1))
+    obs = {OBS_STATE: torch.zeros(3, 2), "observation.images.front": torch.randint(0, 256, (3, 3, 84, 84),
+                                                                                  dtype=torch.uint8)}
+    policy.head.imitation_loss(policy.features(obs), torch.zeros(3, 1, 1)).backward()
+    assert policy.encoder.images.backbones[0].net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="encoder.image.backbone: unknown 'vgg'"):
+        EncoderConfig.from_dict({"image": {"backbone": "vgg"}})

@@ -61,6 +61,24 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+class NatureCNN(nn.Module):
+    """The Nature-DQN conv stack (8x8 stride 4, 4x4 stride 2, 3x3 stride 1), ReLU: (B, C, 84, 84) -> (B, 64, 7, 7).
+    About 4x fewer multiply-adds than SmallCNN at 84x84: the CPU choice when images are trained on-policy."""
+
+    out_channels = 64
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
 class ResNet18Trunk(nn.Module):
     """torchvision ResNet-18 without its pooling and classifier: (B, 3, H, W) -> (B, 512, H/32, W/32).
 
@@ -132,7 +150,11 @@ class SpatialSoftmax(nn.Module):
 
 def make_backbone(config: ImageEncoderConfig) -> nn.Module:
     channels = config.shape[0]
-    return SmallCNN(channels) if config.backbone == "cnn" else ResNet18Trunk(channels, config.weights)
+    if config.backbone == "cnn":
+        return SmallCNN(channels)
+    if config.backbone == "nature":
+        return NatureCNN(channels)
+    return ResNet18Trunk(channels, config.weights)
 
 
 class ImageEncoder(nn.Module):

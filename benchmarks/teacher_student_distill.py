@@ -1,0 +1,181 @@
+"""Teacher-student on our arm's pick-place under domain randomization: a privileged-state teacher distilled
+into a camera student, three ways at equal env steps.
+
+    demos     the scripted expert under the default randomization: proprioception (19-D), observation.privileged
+              (object pose, contacts, physics parameters) and the front camera (84x84)
+    teacher   BC diffusion policy on [proprioception, privileged] (encoder.privileged=true)
+    student   diffusion policy on proprioception + front camera (what a real robot has), warm-started by BC on the
+              same demos' images (one init shared by every method), then per method, at the same env-step budget:
+        on_policy   algo=distill: the student acts, reverse KL to the teacher per denoising step on its own chains
+        dagger      the student acts, the teacher's chunk on the student's states is the label
+        bc_teacher  the teacher acts (its data, with images), the student imitates it (BC on teacher data)
+
+Every policy is then evaluated on the same held-out randomization seeds (reset seeds from 50,000, which no
+training or in-run evaluation used). The figure is student success / teacher success. Prints a table, writes a
+plot of the in-run success curves, and ends with one JSON line.
+
+    python benchmarks/teacher_student_distill.py --quick     # < 1 minute: the pipeline at toy budgets
+    python benchmarks/teacher_student_distill.py             # 200 demos, 40k env steps per method
+    python benchmarks/teacher_student_distill.py --root runs/bench-ts/<stamp> --methods dagger   # reuse a teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+ENV = ["env=arm_pick_place_dr", "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
+CAMERA = ["env.kwargs.cameras=[front]"]
+STUDENT = ["policy=diffusion", "policy.encoder.image.cameras=[front]", "policy.encoder.image.shape=[3,84,84]",
+           "policy.encoder.image.backbone=nature"]
+METHODS = {
+    "on_policy": ["algo.distill_kind=reverse_kl"],
+    "dagger": ["algo.distill_kind=dagger"],
+    "bc_teacher": ["algo.distill_kind=dagger", "algo.act_with=teacher"],
+}
+HELD_OUT_SEED = 50_000
+
+
+def _train(overrides: list[str], quiet: bool):
+    from robopolicy.cli import compose
+    from robopolicy.train_run import run_training
+
+    t0 = time.perf_counter()
+    result = run_training(compose("train", [*overrides, "logger=none"]), show_progress=not quiet)
+    return result, time.perf_counter() - t0
+
+
+def prepare(root: Path, args) -> dict:
+    """Demos, teacher and the student's BC warm start; each is reused when its folder already exists."""
+    from hydra.utils import instantiate
+
+    from robopolicy.cli import compose
+    from robopolicy.demos_config import register_demos_config
+
+    out: dict = {}
+    dataset = root / "demos"
+    if not (dataset / "meta" / "info.json").exists():
+        register_demos_config()
+        t0 = time.perf_counter()
+        instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *CAMERA, f"episodes={args.demos}",
+                                      f"root={dataset}", f"seed={args.seed}", "overwrite=true"]).recorder)
+        out["demos_s"] = round(time.perf_counter() - t0, 1)
+    out["dataset"] = dataset
+    for name, overrides in {
+        "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
+        "student_init": [*STUDENT, *CAMERA, f"algo.steps={args.student_steps}", "algo.batch_size=64"],
+    }.items():
+        ckpt = root / name / "checkpoints" / "LATEST"
+        if not ckpt.exists():
+            _, wall = _train([*ENV, *overrides, "algo=bc", f"dataset={dataset}", f"seed={args.seed}",
+                              "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}"], args.quick)
+            out[f"{name}_s"] = round(wall, 1)
+        out[name] = root / name
+    return out
+
+
+def distill(method: str, root: Path, prep: dict, args) -> dict:
+    result, wall = _train([*ENV, *CAMERA, *STUDENT, "algo=distill", *METHODS[method], f"teacher={prep['teacher']}",
+                           f"init_policy={prep['student_init']}", f"seed={args.seed}", "env.num_envs=8",
+                           f"algo.n_steps={args.n_steps}", "algo.batch_size=128", f"algo.n_epochs={args.epochs}",
+                           f"algo.learning_rate={args.lr}", f"total_steps={args.steps}",
+                           f"eval_every={args.eval_every}", f"eval_episodes={args.eval_episodes}", "keep_best=false",
+                           f"checkpoint_every={args.steps}", f"runs_dir={root}", f"name={method}"], args.quick)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["eval/success"]) for r in rows if "eval/success" in r and not r.get("eval/is_final")]
+    return {"method": method, "run": str(result.run_dir), "checkpoint": str(result.checkpoint / "policy"),
+            "wall_s": round(wall, 1), "env_steps": args.steps, "curve": curve}
+
+
+def held_out_success(policy_dir: Path, episodes: int, cameras: bool) -> float:
+    from omegaconf import OmegaConf
+
+    from robopolicy.cli import compose
+    from robopolicy.evaluate import evaluate
+    from robopolicy.checkpoint import load_policy
+
+    env = compose("train", [*ENV, *(CAMERA if cameras else [])]).env
+    result = evaluate(load_policy(str(policy_dir)), OmegaConf.to_container(env, resolve=True), episodes=episodes,
+                      seed=HELD_OUT_SEED)
+    return float(result.summary()["success_rate"])
+
+
+def plot(results: list[dict], teacher: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        if r["curve"]:
+            xs, ys = zip(*r["curve"])
+            ax.plot(xs, ys, marker="o", label=f"{r['method']} (held-out {r['held_out_success']:.0%})")
+    ax.axhline(teacher, color="k", linestyle="--", label=f"teacher (held-out {teacher:.0%})")
+    ax.axhline(0.9 * teacher, color="gray", linestyle=":", label="90% of the teacher")
+    ax.set_xlabel("env steps (0 = student after BC warm start)")
+    ax.set_ylabel("success (in-run evaluation)")
+    ax.set_title("arm pick-place, randomized: privileged teacher -> camera student")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="toy budgets, < 1 minute")
+    parser.add_argument("--root", default=None, help="reuse this folder (demos, teacher, student_init)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--demos", type=int, default=200)
+    parser.add_argument("--teacher-steps", type=int, default=20_000)
+    parser.add_argument("--student-steps", type=int, default=3_000)
+    parser.add_argument("--steps", type=int, default=40_960, help="env steps per method")
+    parser.add_argument("--n-steps", type=int, default=32, help="policy steps per env per iteration")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--eval-every", type=int, default=10_240)
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--held-out-episodes", type=int, default=50)
+    args = parser.parse_args()
+    if args.quick:
+        args.demos, args.teacher_steps, args.student_steps, args.steps = 2, 20, 10, 512
+        args.n_steps, args.epochs, args.eval_every, args.eval_episodes, args.held_out_episodes = 8, 1, 0, 0, 2
+    warnings.filterwarnings("ignore", message=r".*(not within the observation space|maximum and minimum values)")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    torch.set_num_threads(1)
+    root = Path(args.root or Path("runs/bench-teacher-student") / time.strftime("%Y%m%d-%H%M%S"))
+    prep = prepare(root, args)
+    teacher = held_out_success(prep["teacher"], args.held_out_episodes, False)
+    init = held_out_success(prep["student_init"], args.held_out_episodes, True)
+    print(f"teacher {teacher:.0%}, student after BC warm start {init:.0%} (held-out seeds)", flush=True)
+    results = []
+    for method in args.methods:
+        r = distill(method, root, prep, args)
+        r["held_out_success"] = held_out_success(Path(r["checkpoint"]), args.held_out_episodes, True)
+        r["fraction_of_teacher"] = round(r["held_out_success"] / teacher, 3) if teacher > 0 else None
+        results.append(r)
+        print(f"  {method:10s} held-out {r['held_out_success']:.0%} = {r['fraction_of_teacher']} of the teacher  "
+              f"({r['env_steps']} env steps, {r['wall_s']:.0f} s)", flush=True)
+    plot(results, teacher, root / "success_curves.png")
+    print(f"plot: {root / 'success_curves.png'}")
+    summary = {"teacher_success": teacher, "student_init_success": init, "env_steps": args.steps,
+               "held_out_episodes": args.held_out_episodes}
+    for r in results:
+        summary[f"{r['method']}_success"] = r["held_out_success"]
+        summary[f"{r['method']}_fraction_of_teacher"] = r["fraction_of_teacher"]
+        summary[f"{r['method']}_wall_s"] = r["wall_s"]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
