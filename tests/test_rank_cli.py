@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from robopolicy.cli import main
 from robopolicy.encoders import EncoderConfig
 from robopolicy.policy import Policy, PolicyConfig
-from robopolicy.cli import main
 
 REACH = "robopolicy/Arm-Reach-v0"
 
