@@ -1,6 +1,6 @@
 """`robopolicy rank`: order candidate policies for the real robot from sim success and recorded real episodes.
 
-    robopolicy rank 'candidates=[runs/bc-a,runs/bc-b,...]' real_data=data/real-pp env=arm_pick_place
+    robopolicy rank 'candidates=[runs/bc-a,runs/bc-b,...]' real_data=data/real-pp   # env=arm_pick_place_dr
 
 For every candidate: its success in ``env`` over ``sim_episodes`` episodes (the same seeds for all), and an
 out-of-distribution score on the recorded real episodes (``ood.method``, robopolicy/ranking.py); the two are
