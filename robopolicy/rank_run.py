@@ -16,6 +16,7 @@ The real variant's parameters are never read here: only the recorded episodes (o
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def load_real_episodes(cfg: DictConfig) -> Any:
     from robopolicy.data.demos import load_demos  # imports lerobot: only when ranking runs
 
     try:
-        return load_demos(cfg.real_data, chunk=int(cfg.env.chunk))
+        with warnings.catch_warnings():  # HF datasets warns that the CLI turned its progress bars off
+            warnings.filterwarnings("ignore", message=r"Cannot enable progress bars")
+            return load_demos(cfg.real_data, chunk=int(cfg.env.chunk))
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"real_data: {err}") from err
 
