@@ -8,7 +8,7 @@ combined (``combine.method``) into the predicted order. Prints a table, writes `
 
     {"candidates": [{"name", "path", "sim_success", "ood", "predicted_score", "predicted_rank",
                      "sim_only_rank"}, ...],           # in predicted order
-     "ood_method", "combine", "keep", "sim_episodes", "real_data", "real_episodes", "real_frames"}
+     "ood_method", "combine", "keep", "sim_episodes", "sim_env", "real_data", "real_episodes", "real_frames"}
 
 The real variant's parameters are never read here: only the recorded episodes (observations and actions).
 """
