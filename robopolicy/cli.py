@@ -28,6 +28,8 @@ commands:
               eval with a video [task_env=metaworld_reach demos=10 finetune_steps=300000 seed=0 name=...]
   demos       record scripted-expert demos as a LeRobotDataset: env=metaworld_reach episodes=50 root=<folder>
               [action_noise=0.0] [suboptimal_frac=0.0] [seed=0] [overwrite=false]
+  rank        rank candidate policies for the real robot from sim success + recorded real episodes (VSDR):
+              'candidates=[runs/a,runs/b,...]' real_data=<recorded episodes> [env=arm_pick_place] [output=rank.json]
   fleet       robots and a central learner: fleet <learner|robot|demo|certs> [key=value ...] (docs/fleet.md)
 """
 
@@ -145,6 +147,18 @@ def cmd_demos(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_rank(overrides: list[str]) -> int:
+    """`robopolicy rank`: robopolicy/rank_run.py; prints the table, ends with one JSON line."""
+    from robopolicy.rank_config import register_rank_config
+    from robopolicy.rank_run import print_ranking, run_rank
+
+    register_rank_config()
+    result = run_rank(compose("rank", overrides), show_progress=True)
+    print_ranking(result, console)
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_fleet(args: list[str]) -> int:
     from fleet.cli import main as fleet_main  # the fleet package builds on robopolicy, so import it only here
 
@@ -173,7 +187,7 @@ def _report(result) -> None:
 
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos,
-            "fleet": cmd_fleet}
+            "rank": cmd_rank, "fleet": cmd_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:
