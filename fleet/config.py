@@ -127,6 +127,8 @@ class DemoConfig:
     """Meta-World task of every robot."""
     teleop: str = "none"
     """none or scripted."""
+    robot_overrides: list[str] = field(default_factory=list)
+    """Extra ``key=value`` overrides for every robot, e.g. [teleop.takeover_after=0.3, max_episode_steps=150]."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
 

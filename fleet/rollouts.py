@@ -50,6 +50,13 @@ class EpisodeFeed:
         return out
 
 
+def autonomous_success(piece) -> bool:
+    """Success reached by the policy itself: a successful step before the first intervention step."""
+    inter = np.flatnonzero(piece.intervention)
+    end = int(inter[0]) if len(inter) else piece.num_steps
+    return bool(piece.success[:end].any())
+
+
 class CollectStopped(Exception):
     """``stop()`` was called while ``collect`` waited for data."""
 
@@ -64,6 +71,9 @@ class FleetRollouts:
         self.policy_version = 0
         self.recent_episodes: deque[EpisodeStats] = deque(maxlen=history)
         self.dropped_transitions = 0
+        self.received_transitions = 0  # every step of every episode taken from the feed: the fleet's env steps
+        # per episode: did the policy succeed before the teleoperator first took over (no intervention: = success)
+        self.recent_autonomous: deque[bool] = deque(maxlen=history)
         self.used_versions: list[int] = []  # policy lag of the last rollout's steps, for metrics
         self._backlog: list[StoredEpisode] = []
         self._stop = threading.Event()
@@ -91,6 +101,8 @@ class FleetRollouts:
                 for ep in self.feed.take(timeout=0.5):
                     p = ep.piece
                     self.recent_episodes.append(EpisodeStats(float(p.reward.sum()), p.num_steps, ep.success))
+                    self.recent_autonomous.append(autonomous_success(p))
+                    self.received_transitions += p.num_steps
                     if self._usable(ep):
                         pending.append(ep)
                 continue
