@@ -12,7 +12,8 @@ from omegaconf import MISSING
 @dataclass
 class FleetTrainConfig:
     algo: str = "none"
-    """none (ingest and serve weights only), ppo (on robot rollouts) or hg_dagger (intervention segments as labels)."""
+    """none (ingest and serve weights only), ppo (on robot rollouts), hg_dagger (intervention segments as labels) or
+    recap (advantage-conditioned imitation of all fleet data, interventions labelled positive; fleet.recap)."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder published as the first version (robots start from it)."""
     n_steps: int = 256
@@ -26,7 +27,7 @@ class FleetTrainConfig:
     updates: int = 0
     """Stop after this many updates (0: never)."""
     algo_options: dict[str, Any] = field(default_factory=dict)
-    """Fields of PPOConfig (ppo) or of the imitation step (hg_dagger: learning_rate, epochs, batch_size)."""
+    """Fields of PPOConfig (ppo), HGDAggerConfig (hg_dagger) or RecapConfig (recap)."""
     seed: int = 0
     """Torch seed of the learner."""
 
@@ -61,6 +62,8 @@ class LearnerConfig:
     """Finalize the open shard at least this often (seconds)."""
     policy_piece_bytes: int = 1024 * 1024
     """Bytes per PolicyChunk message of a weight update."""
+    torch_threads: int = 1
+    """torch.set_num_threads of the learner: small MLPs train fastest on one thread (more spin on a busy CPU)."""
     train: FleetTrainConfig = field(default_factory=FleetTrainConfig)
 
 
@@ -106,6 +109,8 @@ class RobotConfig:
     """Control steps per uploaded chunk."""
     deterministic: bool = False
     """Act with the policy's mean / mode instead of sampling."""
+    torch_threads: int = 1
+    """torch.set_num_threads of the robot process (inference of one observation at a time)."""
     seed: int = 0
     """Env seed of the first episode (episode i uses seed + i)."""
     max_message_bytes: int = 16 * 1024 * 1024

@@ -108,6 +108,7 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
 def run_robot(cfg: RobotConfig | DictConfig) -> int:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    torch.set_num_threads(cfg.torch_threads)
     loop, client = build_robot(cfg)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop())

@@ -4,6 +4,9 @@
                     their advantage, see fleet.rollouts)
     algo=hg_dagger  HG-DAgger: every intervention step ever received (obs, teleoperator action) is an imitation
                     label; each iteration runs ``epochs`` passes of the head's imitation loss over that aggregate
+    algo=recap      RECAP-style advantage-conditioned policy (fleet.recap): a value function on fleet data labels
+                    each step "advantage positive" or not (intervention steps positive); the head imitates all
+                    steps conditioned on that label; the published version acts conditioned on "positive"
 
 Periodic asynchrony: robots keep acting with version v while the update runs; the rollout of the next iteration
 only uses data within ``max_policy_lag`` versions of the newest. Metrics go to ``<run_dir>/metrics.jsonl`` (one JSON
@@ -103,6 +106,13 @@ class FleetTrainer:
                 raise FleetConfigError(f"train.algo_options: {err}") from err
             critic = ValueCritic(self.policy.config.state_dim, CriticConfig())
             self.algo = PPO(self.policy, critic, ppo_cfg, num_envs=cfg.lanes)
+        elif cfg.algo == "recap":
+            from fleet.recap import Recap, RecapConfig
+
+            try:
+                self.algo = Recap(self.policy, RecapConfig(**dict(cfg.algo_options)))
+            except (TypeError, ValueError) as err:
+                raise FleetConfigError(f"train.algo_options: {err}") from err
         else:
             try:
                 self.algo = HGDAgger(self.policy, HGDAggerConfig(**dict(cfg.algo_options)))
