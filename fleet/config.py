@@ -92,7 +92,7 @@ class RobotConfig:
     spool: str = MISSING
     """Folder of the on-disk spool (kept across restarts)."""
     backend: str = "sim"
-    """sim (an envs id) or lerobot (a LeRobot Robot)."""
+    """sim (an envs id) or lerobot (a LeRobot Robot: lerobot_robot.type=..., see fleet.lerobot_robot)."""
     env_id: str = "envs.metaworld:robopolicy/MetaWorld-v3"
     """sim: gymnasium id."""
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"task": "reach-v3"})
@@ -118,6 +118,8 @@ class RobotConfig:
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
     lerobot_robot: dict[str, Any] = field(default_factory=dict)
     """lerobot: the Robot config (type and fields) for lerobot's make_robot_from_config."""
+    lerobot_imports: list[str] = field(default_factory=list)
+    """lerobot: modules imported first so that third-party Robot classes register (fleet.lerobot_robot)."""
 
 
 @dataclass
