@@ -34,14 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-ARMS = {  # (learner train.algo, robot teleoperator)
-    "ppo": ("ppo", "none"),
-    "hg_dagger": ("hg_dagger", "scripted"),
-    "recap": ("recap", "scripted"),
+ARMS = {  # (learner train.algo, robot teleoperator, max_policy_lag)
+    "ppo": ("ppo", "none", 1),  # on-policy: only data of the newest two versions
+    "hg_dagger": ("hg_dagger", "scripted", 1_000_000),  # labels stay valid whichever version acted: use them all
+    "recap": ("recap", "scripted", 1_000_000),  # imitation of all data under its advantage label: off-policy too
 }
 # PPO from a BC start: a fresh critic learns first, then small actor steps (from-scratch defaults undo the BC policy)
-PPO_OPTIONS = {"learning_rate": 1e-4, "n_epochs": 5, "batch_size": 256, "clip_coef": 0.1,
-               "critic_warmup_updates": 3, "target_kl": 0.05}
+PPO_OPTIONS = {"learning_rate": 1e-4, "n_epochs": 5, "batch_size": 512, "clip_coef": 0.1,
+               "critic_warmup_updates": 2, "target_kl": 0.05}
 
 
 def prepare_bc(task: str, root: Path, demos: int, bc_steps: int, seed: int, eval_episodes: int) -> tuple[Path, float]:
@@ -68,11 +68,11 @@ def run_arm(arm: str, task: str, bc: Path, root: Path, args) -> dict:
     from fleet.config import DemoConfig, FleetTrainConfig, LearnerConfig
     from fleet.local_fleet import LocalFleet
 
-    algo, teleop = ARMS[arm]
+    algo, teleop, max_policy_lag = ARMS[arm]
     arm_root = root / arm
     options = dict(PPO_OPTIONS) if algo == "ppo" else {}
     train = FleetTrainConfig(algo=algo, init_policy=str(bc), n_steps=args.n_steps, lanes=args.robots,
-                             max_policy_lag=1, stale="drop", algo_options=options, seed=args.seed)
+                             max_policy_lag=max_policy_lag, stale="drop", algo_options=options, seed=args.seed)
     learner = LearnerConfig(root=str(arm_root / "store"), port=0, tokens_file=str(arm_root / "certs/tokens.json"),
                             cert=str(arm_root / "certs/server.pem"), key=str(arm_root / "certs/server.key"),
                             train=train)
@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--bc-steps", type=int, default=2000)
     parser.add_argument("--env-steps", type=int, default=160_000, help="fleet transitions per arm")
     parser.add_argument("--seconds", type=float, default=480.0, help="wall-clock cap per arm")
-    parser.add_argument("--n-steps", type=int, default=256, help="T per lane of one update (x robots lanes)")
+    parser.add_argument("--n-steps", type=int, default=512, help="T per lane of one update (x robots lanes)")
     parser.add_argument("--takeover-after", type=float, default=0.5)
     parser.add_argument("--snapshots", type=int, default=8, help="versions evaluated per arm (besides BC)")
     parser.add_argument("--eval-episodes", type=int, default=20)
