@@ -139,7 +139,7 @@ class FleetTrainer:
                 return
             t1 = time.perf_counter()
             recent = list(self.source.recent_episodes)[-20:]
-            autonomous = list(self.source.recent_autonomous)[-20:]
+            autonomous = list(self.source.feed.recent_autonomous)[-20:]
             metrics = self.algo.update(rollout)
             self.policy.eval()
             version = self.publisher.publish(self.policy)
@@ -150,7 +150,7 @@ class FleetTrainer:
                    "transitions": int(rollout.num_steps * rollout.num_envs),
                    "interventions": int(rollout.masks["intervention"].sum()),
                    "dropped_transitions": self.source.dropped_transitions,
-                   "env_steps": self.source.received_transitions,
+                   "env_steps": self.source.feed.received_transitions,
                    "episode/autonomous_success": float(np.mean(autonomous)) if autonomous else None,
                    "policy_lag_mean": float(lag.mean()), "policy_lag_max": int(lag.max()),
                    "time/collect_s": t1 - t0, "time/update_s": time.perf_counter() - t1}
