@@ -49,7 +49,6 @@ def test_bad_robot_inputs_name_the_key(tmp_path):
         make_lerobot_robot({"type": "fake_arm", "max_stepp": 1.0})
 
 
-@pytest.mark.slow  # ~25 s: a robot process (torch, lerobot imports) against a learner
 def test_robot_process_streams_what_the_lerobot_robot_did(tmp_path, certs, learner):
     Policy(PolicyConfig(state_dim=3, action_dim=3, chunk=1)).save_pretrained(tmp_path / "init")
     from robopolicy.checkpoint import load_policy
