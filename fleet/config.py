@@ -12,7 +12,8 @@ from omegaconf import MISSING
 @dataclass
 class FleetTrainConfig:
     algo: str = "none"
-    """none (ingest and serve weights only), ppo (on robot rollouts) or hg_dagger (intervention segments as labels)."""
+    """none (ingest and serve weights only), ppo (on robot rollouts), hg_dagger (intervention segments as labels) or
+    recap (advantage-conditioned imitation of all fleet data, interventions labelled positive; fleet.recap)."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder published as the first version (robots start from it)."""
     n_steps: int = 256
@@ -26,7 +27,7 @@ class FleetTrainConfig:
     updates: int = 0
     """Stop after this many updates (0: never)."""
     algo_options: dict[str, Any] = field(default_factory=dict)
-    """Fields of PPOConfig (ppo) or of the imitation step (hg_dagger: learning_rate, epochs, batch_size)."""
+    """Fields of PPOConfig (ppo), HGDAggerConfig (hg_dagger) or RecapConfig (recap)."""
     seed: int = 0
     """Torch seed of the learner."""
 
@@ -61,6 +62,8 @@ class LearnerConfig:
     """Finalize the open shard at least this often (seconds)."""
     policy_piece_bytes: int = 1024 * 1024
     """Bytes per PolicyChunk message of a weight update."""
+    torch_threads: int = 1
+    """torch.set_num_threads of the learner: small MLPs train fastest on one thread (more spin on a busy CPU)."""
     train: FleetTrainConfig = field(default_factory=FleetTrainConfig)
 
 
@@ -89,7 +92,7 @@ class RobotConfig:
     spool: str = MISSING
     """Folder of the on-disk spool (kept across restarts)."""
     backend: str = "sim"
-    """sim (an envs id) or lerobot (a LeRobot Robot)."""
+    """sim (an envs id) or lerobot (a LeRobot Robot: lerobot_robot.type=..., see fleet.lerobot_robot)."""
     env_id: str = "envs.metaworld:robopolicy/MetaWorld-v3"
     """sim: gymnasium id."""
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"task": "reach-v3"})
@@ -106,6 +109,8 @@ class RobotConfig:
     """Control steps per uploaded chunk."""
     deterministic: bool = False
     """Act with the policy's mean / mode instead of sampling."""
+    torch_threads: int = 1
+    """torch.set_num_threads of the robot process (inference of one observation at a time)."""
     seed: int = 0
     """Env seed of the first episode (episode i uses seed + i)."""
     max_message_bytes: int = 16 * 1024 * 1024
@@ -113,6 +118,8 @@ class RobotConfig:
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
     lerobot_robot: dict[str, Any] = field(default_factory=dict)
     """lerobot: the Robot config (type and fields) for lerobot's make_robot_from_config."""
+    lerobot_imports: list[str] = field(default_factory=list)
+    """lerobot: modules imported first so that third-party Robot classes register (fleet.lerobot_robot)."""
 
 
 @dataclass
@@ -127,6 +134,8 @@ class DemoConfig:
     """Meta-World task of every robot."""
     teleop: str = "none"
     """none or scripted."""
+    robot_overrides: list[str] = field(default_factory=list)
+    """Extra ``key=value`` overrides for every robot, e.g. [teleop.takeover_after=0.3, max_episode_steps=150]."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
 

@@ -12,10 +12,7 @@ and logs/. The learner runs in this process (TLS on loopback); each robot is its
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,29 +23,10 @@ from rich.live import Live
 from rich.table import Table
 
 from fleet.config import DemoConfig
-from fleet.run_learner import LearnerProcess, start_learner
-from fleet.security import write_certs
+from fleet.local_fleet import LocalFleet
+from fleet.run_learner import LearnerProcess
 
 console = Console()
-
-
-def _init_policy(root: Path, task: str) -> Path:
-    """A fresh Gaussian policy shaped for the Meta-World task (D=39, A=4), saved once."""
-    from robopolicy.policy import Policy, PolicyConfig
-
-    path = root / "init_policy"
-    if not (path / "config.json").is_file():
-        Policy(PolicyConfig(state_dim=39, action_dim=4, chunk=1, action_low=[-1.0] * 4,
-                            action_high=[1.0] * 4)).save_pretrained(path)
-    return path
-
-
-def _robot_cmd(cfg: DemoConfig, i: int, port: int, certs: dict[str, Path]) -> list[str]:
-    root = Path(cfg.root)
-    return [sys.executable, "-m", "robopolicy", "fleet", "robot", f"robot_id=robot-{i}",
-            f"learner=localhost:{port}", f"ca={certs['ca']}", f"token_file={certs['tokens']}",
-            f"spool={root / 'spool' / f'robot-{i}'}", f"seed={1000 * i}", f"teleop.kind={cfg.teleop}",
-            *[f"env_kwargs.{k}={v}" for k, v in cfg.env_kwargs.items()]]
 
 
 class RateMeter:
@@ -90,46 +68,32 @@ def run_demo(cfg: DemoConfig | DictConfig) -> int:
     if isinstance(cfg, DictConfig):
         OmegaConf.resolve(cfg)
         cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    root = Path(cfg.root)
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    certs = write_certs(root / "certs", ["localhost", "127.0.0.1"], robots=cfg.robots)
-    if not cfg.learner.train.init_policy:
-        cfg.learner.train.init_policy = str(_init_policy(root, cfg.env_kwargs.get("task", "")))
-    proc = start_learner(cfg.learner)
+    fleet = LocalFleet(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    robots = []
-    for i in range(cfg.robots):
-        with open(root / "logs" / f"robot-{i}.log", "w") as log:  # the child keeps its own handle
-            robots.append(subprocess.Popen(_robot_cmd(cfg, i, proc.port, certs), stdout=log, stderr=subprocess.STDOUT,
-                                           env=env, start_new_session=True))
-    meter, started = RateMeter(), time.monotonic()
     try:
+        fleet.start()
+        proc = fleet.proc
+        meter, started = RateMeter(), time.monotonic()
         with Live(render_table(proc, meter, started), console=console, refresh_per_second=2) as live:
             while not stop.wait(0.5):
                 live.update(render_table(proc, meter, started))
                 if cfg.seconds and time.monotonic() - started >= cfg.seconds:
                     break
-                if all(r.poll() is not None for r in robots):
+                if not fleet.alive():
                     console.print("[red]all robots exited[/]; see logs/")
                     break
             console.print("[yellow]stopping[/]: robots finish their episode and drain their spool ...")
-            for r in robots:
-                if r.poll() is None:
-                    r.send_signal(signal.SIGINT)
+            fleet.signal_robots()
             deadline = time.monotonic() + 60
-            while any(r.poll() is None for r in robots) and time.monotonic() < deadline:
+            while fleet.alive() and time.monotonic() < deadline:
                 live.update(render_table(proc, meter, started))
                 time.sleep(0.5)
     finally:
-        for r in robots:
-            if r.poll() is None:
-                r.kill()
-        proc.stop()
-    counts = proc.store.counts()
+        fleet.stop(drain_s=0.0)
+    counts = fleet.proc.store.counts()
     console.print(f"[bold]stored[/]: {counts['episodes']} episodes, {counts['transitions']:,} transitions "
-                  f"in {root / 'store'}")
+                  f"in {Path(cfg.root) / 'store'}")
     print(json.dumps({"event": "demo_stopped", "robots": cfg.robots} | counts), flush=True)
     return 0

@@ -202,7 +202,8 @@ class RobotLoop:
                 succeeded |= step_success
                 done = bool(terminated or truncated) or self._stop.is_set()
                 first = h == 0 and human is None
-                buf.add(state=obs, action=np.clip(action, self.env.action_space.low, self.env.action_space.high),
+                executed = info.get("action_executed", action)  # a real robot may limit what it was sent
+                buf.add(state=obs, action=np.clip(executed, self.env.action_space.low, self.env.action_space.high),
                         reward=float(reward), done=done, intervention=human is not None,
                         policy_version=chunk.version, timestamp=time.time(), success=step_success,
                         logp=chunk.logp if first else 0.0,

@@ -30,16 +30,29 @@ from robopolicy.policy import Policy
 from robopolicy.types import OBS_STATE, EpisodeStats, Rollout
 
 
+def autonomous_success(piece) -> bool:
+    """Success reached by the policy itself: a successful step before the first intervention step."""
+    inter = np.flatnonzero(piece.intervention)
+    end = int(inter[0]) if len(inter) else piece.num_steps
+    return bool(piece.success[:end].any())
+
+
 class EpisodeFeed:
     """Thread-safe hand-over of complete episodes from the store's commit thread to the trainer."""
 
-    def __init__(self, maxlen: int = 100_000):
+    def __init__(self, maxlen: int = 100_000, history: int = 100):
         self._items: deque[StoredEpisode] = deque(maxlen=maxlen)
         self._cond = threading.Condition()
+        # counted on arrival (not when a rollout takes them, which lags behind while a backlog waits)
+        self.received_transitions = 0  # every step of every stored episode: the fleet's env steps
+        # per episode: did the policy succeed before the teleoperator first took over (no intervention: = success)
+        self.recent_autonomous: deque[bool] = deque(maxlen=history)
 
     def put(self, episode: StoredEpisode) -> None:
         with self._cond:
             self._items.append(episode)
+            self.received_transitions += episode.piece.num_steps
+            self.recent_autonomous.append(autonomous_success(episode.piece))
             self._cond.notify_all()
 
     def take(self, timeout: float) -> list[StoredEpisode]:

@@ -41,8 +41,8 @@ def check_learner_config(cfg: LearnerConfig) -> None:
             raise FleetConfigError(f"{key}: {getattr(cfg, key)} not found")
     if cfg.max_message_bytes < 1024:
         raise FleetConfigError(f"max_message_bytes: {cfg.max_message_bytes}, expected >= 1024")
-    if cfg.train.algo not in ("none", "ppo", "hg_dagger"):
-        raise FleetConfigError(f"train.algo: {cfg.train.algo!r}, expected one of none, ppo, hg_dagger")
+    if cfg.train.algo not in ("none", "ppo", "hg_dagger", "recap"):
+        raise FleetConfigError(f"train.algo: {cfg.train.algo!r}, expected one of none, ppo, hg_dagger, recap")
     if cfg.train.stale not in ("drop", "importance"):
         raise FleetConfigError(f"train.stale: {cfg.train.stale!r}, expected drop or importance")
 
@@ -71,6 +71,9 @@ def start_learner(cfg: LearnerConfig | DictConfig) -> LearnerProcess:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     check_learner_config(cfg)
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
     tokens = TokenBook.load(cfg.tokens_file)
     root = Path(cfg.root)
     feed = None

@@ -56,6 +56,8 @@ def make_sim_env(cfg: RobotConfig) -> gym.Env:
 def task_text(cfg: RobotConfig) -> str:
     if cfg.task:
         return cfg.task
+    if cfg.backend == "lerobot":
+        return f"lerobot:{cfg.lerobot_robot.get('type', 'robot')}"
     if "MetaWorld" in cfg.env_id and "task" in cfg.env_kwargs:
         from envs.metaworld import instruction
 
@@ -76,12 +78,30 @@ def wait_for_policy(client: FleetClient, timeout: float = 120.0):
             time.sleep(1.0)
 
 
+def make_lerobot_env(cfg: RobotConfig) -> gym.Env:
+    from fleet.lerobot_robot import LeRobotBackendError, LeRobotEnv, make_lerobot_robot
+
+    try:
+        robot = make_lerobot_robot(dict(cfg.lerobot_robot), list(cfg.lerobot_imports))
+        robot.connect()
+        return LeRobotEnv(robot, cfg.max_episode_steps, fps=int(cfg.control_hz) or 30)
+    except LeRobotBackendError as err:
+        raise FleetConfigError(str(err)) from err
+
+
 def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
-    if cfg.backend != "sim":
-        raise FleetConfigError(f"backend: {cfg.backend!r} is not available yet; use backend=sim")
-    env = make_sim_env(cfg)
+    if cfg.backend == "sim":
+        env = make_sim_env(cfg)
+    elif cfg.backend == "lerobot":
+        if cfg.teleop.kind == "scripted":
+            raise FleetConfigError("teleop.kind: scripted needs a Meta-World sim robot; use none with backend=lerobot")
+        env = make_lerobot_env(cfg)
+    else:
+        raise FleetConfigError(f"backend: {cfg.backend!r}, expected sim or lerobot")
     task = task_text(cfg)
     spec = sim_spec(cfg.robot_id, env, task, trace_dim=0, fps=int(env.metadata.get("render_fps", 30) or 30))
+    if cfg.backend == "lerobot":
+        spec.embodiment = env.embodiment
     client = FleetClient(cfg.learner, spec, robot_token(cfg), cfg.spool, ca=cfg.ca,
                          max_message_bytes=cfg.max_message_bytes)
     version, policy, _ = wait_for_policy(client)
@@ -108,6 +128,7 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
 def run_robot(cfg: RobotConfig | DictConfig) -> int:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    torch.set_num_threads(cfg.torch_threads)
     loop, client = build_robot(cfg)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop())
@@ -122,6 +143,7 @@ def run_robot(cfg: RobotConfig | DictConfig) -> int:
             print(json.dumps({"event": "episode", "n": done, "success": loop.successes[-1],
                               "policy_version": loop.worker.version, "spooled": len(client.spool)}), flush=True)
     loop.worker.close()
+    loop.env.close()  # a LeRobot robot disconnects here
     client.stop(drain_s=10.0)
     print(json.dumps({"event": "stopped", "episodes": loop.episodes, "acked": client.acked,
                       "spooled": len(client.spool), "success": float(np.mean(loop.successes or [0])),

@@ -4,6 +4,9 @@
                     their advantage, see fleet.rollouts)
     algo=hg_dagger  HG-DAgger: every intervention step ever received (obs, teleoperator action) is an imitation
                     label; each iteration runs ``epochs`` passes of the head's imitation loss over that aggregate
+    algo=recap      RECAP-style advantage-conditioned policy (fleet.recap): a value function on fleet data labels
+                    each step "advantage positive" or not (intervention steps positive); the head imitates all
+                    steps conditioned on that label; the published version acts conditioned on "positive"
 
 Periodic asynchrony: robots keep acting with version v while the update runs; the rollout of the next iteration
 only uses data within ``max_policy_lag`` versions of the newest. Metrics go to ``<run_dir>/metrics.jsonl`` (one JSON
@@ -103,6 +106,13 @@ class FleetTrainer:
                 raise FleetConfigError(f"train.algo_options: {err}") from err
             critic = ValueCritic(self.policy.config.state_dim, CriticConfig())
             self.algo = PPO(self.policy, critic, ppo_cfg, num_envs=cfg.lanes)
+        elif cfg.algo == "recap":
+            from fleet.recap import Recap, RecapConfig
+
+            try:
+                self.algo = Recap(self.policy, RecapConfig(**dict(cfg.algo_options)))
+            except (TypeError, ValueError) as err:
+                raise FleetConfigError(f"train.algo_options: {err}") from err
         else:
             try:
                 self.algo = HGDAgger(self.policy, HGDAggerConfig(**dict(cfg.algo_options)))
@@ -129,6 +139,7 @@ class FleetTrainer:
                 return
             t1 = time.perf_counter()
             recent = list(self.source.recent_episodes)[-20:]
+            autonomous = list(self.source.feed.recent_autonomous)[-20:]
             metrics = self.algo.update(rollout)
             self.policy.eval()
             version = self.publisher.publish(self.policy)
@@ -139,6 +150,8 @@ class FleetTrainer:
                    "transitions": int(rollout.num_steps * rollout.num_envs),
                    "interventions": int(rollout.masks["intervention"].sum()),
                    "dropped_transitions": self.source.dropped_transitions,
+                   "env_steps": self.source.feed.received_transitions,
+                   "episode/autonomous_success": float(np.mean(autonomous)) if autonomous else None,
                    "policy_lag_mean": float(lag.mean()), "policy_lag_max": int(lag.max()),
                    "time/collect_s": t1 - t0, "time/update_s": time.perf_counter() - t1}
             row |= episode_summary(recent) | {k: float(v) for k, v in metrics.items()}

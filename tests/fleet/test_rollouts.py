@@ -89,3 +89,18 @@ def test_trainer_publishes_a_version_per_update(tmp_path):
         assert pub.latest == 2
         lines = (tmp_path / algo / "train" / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == 2 and '"version": 2' in lines[-1]
+
+
+def test_autonomous_success_counts_only_what_the_policy_did_before_the_takeover():
+    from fleet.rollouts import autonomous_success
+
+    ep = _episode(8, seed=0, intervene_from=5).piece
+    ep.success[:] = False
+    ep.success[7] = True  # reached while the teleoperator held control
+    assert not autonomous_success(ep)
+    ep.success[3] = True  # reached by the policy before the takeover at step 5
+    assert autonomous_success(ep)
+    feed = EpisodeFeed()
+    feed.put(StoredEpisode("robot-0", "a", ep, True))
+    feed.put(_episode(4, seed=1))
+    assert feed.received_transitions == 12 and list(feed.recent_autonomous) == [True, False]
