@@ -35,8 +35,8 @@ def tokens(certs) -> dict[str, str]:
 
 class InProcessLearner:
     def __init__(self, root: Path, certs: dict[str, Path], max_message_bytes: int = 1 << 20,
-                 service_cls=LearnerService):
-        self.store = EpisodeStore(root, shard_episodes=50, shard_seconds=0.5)
+                 service_cls=LearnerService, shard_seconds: float = 0.5):
+        self.store = EpisodeStore(root, shard_episodes=50, shard_seconds=shard_seconds)
         self.publisher = WeightPublisher(root / "policies")
         self.service = service_cls(self.store, self.publisher, TokenBook.load(certs["tokens"]), max_message_bytes,
                                    {"max_dim": 64, "max_image_side": 256})

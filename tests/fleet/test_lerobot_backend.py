@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, InProcessLearner
 from fake_lerobot_robot import JOINTS, FakeArm, FakeArmConfig
 
 from fleet.lerobot_robot import LeRobotBackendError, LeRobotEnv, make_lerobot_robot
@@ -49,7 +49,17 @@ def test_bad_robot_inputs_name_the_key(tmp_path):
         make_lerobot_robot({"type": "fake_arm", "max_stepp": 1.0})
 
 
-def test_robot_process_streams_what_the_lerobot_robot_did(tmp_path, certs, learner):
+@pytest.fixture
+def unsharded_learner(tmp_path, certs):
+    """A learner that keeps raw chunks in its index for the whole test: the test reads them back, and a shard
+    written meanwhile (the default fixture shards after 0.5 s) would have dropped them."""
+    srv = InProcessLearner(tmp_path / "store", certs, shard_seconds=3600.0)
+    yield srv
+    srv.close()
+
+
+def test_robot_process_streams_what_the_lerobot_robot_did(tmp_path, certs, unsharded_learner):
+    learner = unsharded_learner
     Policy(PolicyConfig(state_dim=3, action_dim=3, chunk=1)).save_pretrained(tmp_path / "init")
     from robopolicy.checkpoint import load_policy
 
