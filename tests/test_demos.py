@@ -118,6 +118,19 @@ def test_nan_action_is_rejected_naming_episode_and_key(reach3: Path, tmp_path: P
         load_demos(bad)
 
 
+def test_wrong_state_shape_is_rejected_naming_episode_and_key(reach3: Path, tmp_path: Path):
+    bad = tmp_path / "short"
+    shutil.copytree(reach3, bad)
+    df = pd.read_parquet(_data_file(bad))
+    row = int(np.flatnonzero(df["episode_index"].to_numpy() == 2)[0])
+    states = [np.asarray(s, dtype=np.float32) for s in df["observation.state"]]
+    states[row] = states[row][:-3]  # a 36-D state where meta/info.json declares 39
+    df["observation.state"] = states
+    df.to_parquet(_data_file(bad))
+    with pytest.raises(ValueError, match=r"episode 2, 'observation.state': shape \(36,\), expected \(39,\)"):
+        load_demos(bad)
+
+
 def test_missing_action_feature_is_rejected(reach3: Path, tmp_path: Path):
     bad = tmp_path / "noaction"
     shutil.copytree(reach3, bad)

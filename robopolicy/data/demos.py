@@ -72,7 +72,11 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if not (root / "meta" / "info.json").is_file():  # checked here: LeRobot would try the hub instead
         raise FileNotFoundError(f"root: {root} is not a LeRobotDataset folder (no meta/info.json)")
-    ds = LeRobotDataset(repo_id or f"local/{root.name}", root=root)
+    try:
+        ds = LeRobotDataset(repo_id or f"local/{root.name}", root=root)
+    except Exception as err:  # LeRobot's parquet cast fails on a row of the wrong shape without naming it
+        _raise_on_bad_rows(root, err)
+        raise
     features = ds.meta.features
     if ACTION not in features:
         raise ValueError(f"{root}: dataset has no {ACTION!r} feature (features: {sorted(features)})")
@@ -119,19 +123,41 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
                     action_is_pad=torch.from_numpy(pad), task=task, stats=stats, reward=reward)
 
 
+def _raise_on_bad_rows(root: Path, err: Exception) -> None:
+    """Find the first frame whose vector feature has a shape other than meta/info.json declares and raise a
+    ValueError naming its episode and key (read with pandas, as LeRobot's loader stops before telling)."""
+    import json
+
+    import pandas as pd
+
+    features = json.loads((root / "meta" / "info.json").read_text()).get("features", {})
+    vectors = {k: tuple(f["shape"]) for k, f in features.items() if f.get("dtype") in _VECTOR_DTYPES}
+    for path in sorted((root / "data").rglob("*.parquet")):
+        df = pd.read_parquet(path)
+        for key, shape in vectors.items():
+            if key not in df.columns:
+                continue
+            for row, value in enumerate(df[key]):
+                got = np.shape(value) if np.ndim(value) else (1,)
+                if got != shape:
+                    ep = int(df["episode_index"].iloc[row]) if "episode_index" in df.columns else -1
+                    raise ValueError(f"episode {ep}, {key!r}: shape {got}, expected {shape} (meta/info.json) "
+                                     f"in {path.relative_to(root)} row {row}") from err
+
+
 def _column(hf, key: str, episode: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Column ``key`` as (N, *shape) float64, checked against the declared shape and for NaN/Inf."""
     try:
-        values = np.stack([np.asarray(v, dtype=np.float64) for v in hf[key]])
+        rows = [np.asarray(v, dtype=np.float64) for v in hf[key]]
     except KeyError as err:
         raise ValueError(f"{key!r}: declared in meta/info.json but missing from the data files") from err
-    except ValueError as err:  # ragged rows
-        raise ValueError(f"{key!r}: rows of different shapes ({err})") from err
-    if values.ndim == 1 and shape == (1,):  # a (1,) feature comes back from parquet as one scalar per row
-        values = values[:, None]
-    if values.shape[1:] != shape:
-        bad = int(episode[0])
-        raise ValueError(f"episode {bad}, {key!r}: shape {values.shape[1:]}, expected {shape} (meta/info.json)")
+    if shape == (1,):  # a (1,) feature comes back from parquet as one scalar per row
+        rows = [r.reshape(1) if r.ndim == 0 else r for r in rows]
+    wrong = next((i for i, r in enumerate(rows) if r.shape != shape), None)
+    if wrong is not None:
+        raise ValueError(f"episode {int(episode[wrong])}, {key!r}: shape {rows[wrong].shape}, expected {shape} "
+                         f"(meta/info.json) at dataset row {wrong}")
+    values = np.stack(rows) if rows else np.zeros((0, *shape))
     finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
