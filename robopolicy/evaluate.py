@@ -72,6 +72,11 @@ def evaluate(
 
     Each env contributes the same number of episodes, taken in order, so short episodes are
     not over-represented (counting the first N to finish would bias towards failures).
+
+    The policy's own randomness (a diffusion chain's starting noise, a sampled action) is drawn from a
+    torch generator seeded with ``seed`` and forked from the global one, so the same policy scores the
+    same on every call and two policies are compared on common random numbers: a before/after
+    difference then measures the change, not sampling noise.
     """
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
@@ -93,24 +98,26 @@ def evaluate(
     policy.eval()
     done_per_env: list[list] = [[] for _ in range(n_envs)]
     frames: list[np.ndarray] = []
-    try:
-        obs = env.reset(seed=seed)
-        if hasattr(actor, "reset"):  # nothing carried over from an earlier evaluation
-            actor.reset()
-        while sum(len(d) for d in done_per_env) < n_envs * per_env:
-            if video_path is not None and not done_per_env[0]:
-                frames.append(env.render())  # env 0's first episode
-            step = env.step(actor.act(obs, deterministic=deterministic).actions)
-            obs = step.obs
-            if hasattr(actor, "reset"):  # per-env inference state (ensembling, observation history)
-                actor.reset(step.terminated | step.truncated)
-            for ep in step.episodes:
-                i = max(ep.env_index, 0)
-                if len(done_per_env[i]) < per_env:
-                    done_per_env[i].append(ep)
-    finally:
-        env.close()
-        policy.train(was_training)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            obs = env.reset(seed=seed)
+            if hasattr(actor, "reset"):  # nothing carried over from an earlier evaluation
+                actor.reset()
+            while sum(len(d) for d in done_per_env) < n_envs * per_env:
+                if video_path is not None and not done_per_env[0]:
+                    frames.append(env.render())  # env 0's first episode
+                step = env.step(actor.act(obs, deterministic=deterministic).actions)
+                obs = step.obs
+                if hasattr(actor, "reset"):  # per-env inference state (ensembling, observation history)
+                    actor.reset(step.terminated | step.truncated)
+                for ep in step.episodes:
+                    i = max(ep.env_index, 0)
+                    if len(done_per_env[i]) < per_env:
+                        done_per_env[i].append(ep)
+        finally:
+            env.close()
+            policy.train(was_training)
     # Round-robin over envs so the first ``episodes`` taken are spread evenly.
     ordered = [done_per_env[i][k] for k in range(per_env) for i in range(n_envs)][:episodes]
     result = EvalResult(returns=[e.ret for e in ordered], lengths=[e.length for e in ordered],
