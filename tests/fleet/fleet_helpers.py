@@ -6,7 +6,9 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import ClassVar
 
+import gymnasium as gym
 import numpy as np
 
 from fleet.codec import EpisodePiece
@@ -59,3 +61,35 @@ def wait_until(pred, timeout: float = 60.0, every: float = 0.05, what: str = "co
             return v
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+
+class SeededEnv(gym.Env):
+    """A tiny seedable env for robot-loop tests: obs (3,) drawn from the reset seed, obs' = 0.8 obs + 0.2 [a, 0],
+    reward -|obs'|_1, truncated after ``max_steps``; the same seed and actions give the same episode."""
+
+    metadata: ClassVar[dict] = {"render_modes": [], "render_fps": 30}
+
+    def __init__(self, max_steps: int = 10):
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.max_steps, self._t, self._obs = max_steps, 0, np.zeros(3, np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t, self._obs = 0, self.np_random.normal(size=3).astype(np.float32)
+        return self._obs.copy(), {}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        self._obs = (0.8 * self._obs + 0.2 * np.concatenate([a, [0.0]])).astype(np.float32)
+        self._t += 1
+        return self._obs.copy(), float(-np.abs(self._obs).sum()), False, self._t >= self.max_steps, {}
+
+
+SEEDED_ENV_ID = "fleet_test/Seeded-v0"
+
+
+def register_seeded_env() -> None:
+    if SEEDED_ENV_ID not in gym.registry:
+        gym.register(SEEDED_ENV_ID, entry_point="fleet_helpers:SeededEnv")
