@@ -5,34 +5,23 @@ steps are masked out of the pg term where the head's trace cannot be inverted.""
 from __future__ import annotations
 
 import copy
-import threading
 
 import numpy as np
 import torch
-from fleet_helpers import SEEDED_ENV_ID, SeededEnv, register_seeded_env, wait_until
+from fleet_helpers import H, SeededEnv, chunked_policy, run_fleet, wait_until
 
 from envs.chunk import ActionChunk
 from fleet.client import FleetClient
-from fleet.config import FleetTrainConfig, LearnerConfig, RobotConfig
 from fleet.robot import InferenceWorker, RobotLoop, sim_spec
 from fleet.rollouts import EpisodeFeed, FleetRollouts
 from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.critic import CriticConfig, ValueCritic
-from robopolicy.encoders import EncoderConfig
 from robopolicy.objective import ForwardCache, PPOClipTerm
-from robopolicy.policy import Policy, PolicyConfig
+from robopolicy.policy import Policy
 from robopolicy.types import OBS_STATE
 
-H, D, A = 4, 3, 2
+D, A = 3, 2
 TELEOP_ACTION = np.array([0.5, -0.5], np.float32)
-
-
-def chunked_policy(head: str = "diffusion", seed: int = 0) -> Policy:
-    torch.manual_seed(seed)
-    options = {"diffusion": {"num_inference_steps": 4, "num_train_timesteps": 20, "hidden_sizes": [32, 32]},
-               "gaussian": {"log_std_init": -0.5}}[head]
-    return Policy(PolicyConfig(head=head, head_options=options, encoder=EncoderConfig(hidden_sizes=[32]),
-                               state_dim=D, action_dim=A, chunk=H, action_low=[-1.0] * A, action_high=[1.0] * A))
 
 
 class LateTeleop:
@@ -132,42 +121,6 @@ def test_interventions_with_a_chunked_gaussian_head_invert_the_trace(learner, tm
         want = policy.log_prob({OBS_STATE: r.obs[OBS_STATE][1:, 0]}, pre[1:])
     torch.testing.assert_close(r.logp[1:, 0], want)
     np.testing.assert_array_equal(r.logp[0, 0].numpy(), ep.logp[0])  # the robot's behaviour log-prob
-
-
-def run_fleet(tmp_path, certs, tokens, algo: str, options: dict, robots: int, lanes: int, updates: int = 2):
-    """An in-process learner training ``algo`` on a chunked diffusion policy, ``robots`` robot threads built like
-    ``robopolicy fleet robot`` on the seeded test env; returns the learner after ``updates`` updates."""
-    from fleet.run_learner import start_learner
-    from fleet.run_robot import build_robot
-
-    register_seeded_env()
-    chunked_policy().save_pretrained(tmp_path / "init")
-    cfg = LearnerConfig(root=str(tmp_path / "store"), port=0, cert=str(certs["cert"]), key=str(certs["key"]),
-                        tokens_file=str(certs["tokens"]), shard_seconds=0.5,
-                        train=FleetTrainConfig(algo=algo, init_policy=str(tmp_path / "init"), n_steps=3, lanes=lanes,
-                                               updates=updates, algo_options=options))
-    proc = start_learner(cfg)
-    loops = []
-    try:
-        for i in range(robots):
-            rid = f"robot-{i}"
-            loop, client = build_robot(RobotConfig(
-                robot_id=rid, learner=f"localhost:{proc.port}", token=tokens[rid], ca=str(certs["ca"]),
-                spool=str(tmp_path / f"spool-{i}"), env_id=SEEDED_ENV_ID, env_kwargs={}, max_episode_steps=10,
-                seed=1000 * i))
-            client.start()
-            loops.append((loop, client, threading.Thread(target=loop.run, daemon=True)))
-        for _, _, t in loops:
-            t.start()
-        wait_until(lambda: proc.trainer.updates == updates, 180, what=f"{algo}: {updates} updates")
-    finally:
-        for loop, client, t in loops:
-            loop.stop()
-            t.join(timeout=30)
-            loop.worker.close()
-            client.stop()
-        proc.stop()
-    return proc
 
 
 def test_fleet_ppo_with_a_chunked_diffusion_head_runs(tmp_path, certs, tokens):
