@@ -107,6 +107,8 @@ H = 4  # action chunk of the chunked test policies
 def chunked_policy(head: str = "diffusion", seed: int = 0) -> Policy:
     torch.manual_seed(seed)
     options = {"diffusion": {"num_inference_steps": 4, "num_train_timesteps": 20, "hidden_sizes": [32, 32]},
+               "flow": {"num_steps": 3, "hidden_sizes": [32, 32]},
+               "tokens": {"num_bins": 16, "d_model": 16, "num_layers": 1, "num_heads": 2},
                "gaussian": {"log_std_init": -0.5}}[head]
     return Policy(PolicyConfig(head=head, head_options=options, encoder=EncoderConfig(hidden_sizes=[32]),
                                state_dim=3, action_dim=A, chunk=H, action_low=[-1.0] * A, action_high=[1.0] * A))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 from fleet_helpers import H, SeededEnv, chunked_policy, run_fleet, wait_until
 
@@ -85,6 +86,20 @@ def test_diffusion_chunks_rebuild_the_chunk_mdp_with_ratio_one(learner, tmp_path
     assert all(np.isfinite(v) for v in metrics.values() if not np.isnan(v))
 
 
+@pytest.mark.parametrize("head", ["flow", "tokens"])
+def test_flow_and_token_heads_stream_with_ratio_one(head, learner, tmp_path, certs, tokens):
+    policy = chunked_policy(head)
+    S = policy.num_decisions
+    feed = stream_episodes(learner, tmp_path, certs, tokens, policy, episodes=2)
+    r = FleetRollouts(feed, n_steps=3, lanes=2).collect(policy)
+    assert r.logp.shape == (3, 2, S) and r.actions.shape == (3, 2, H, A) and S == (3 if head == "flow" else H * A)
+    if head == "tokens":  # token ids travel as exact float32 and come back as int64
+        assert r.trace.dtype == torch.int64 and r.trace.shape == (3, 2, S)
+    with torch.no_grad():
+        recomputed = policy.log_prob({OBS_STATE: r.obs[OBS_STATE].flatten(0, 1)}, r.trace.flatten(0, 1))
+    torch.testing.assert_close(recomputed.reshape(3, 2, S), r.logp, rtol=0, atol=1e-4)
+
+
 def test_interventions_with_a_diffusion_head_are_masked_out_of_pg(learner, tmp_path, certs, tokens):
     policy = chunked_policy()
     feed = stream_episodes(learner, tmp_path, certs, tokens, policy, episodes=2, teleop=LateTeleop())
@@ -101,6 +116,9 @@ def test_interventions_with_a_diffusion_head_are_masked_out_of_pg(learner, tmp_p
     assert mask.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     term = PPOClipTerm(0.2, normalize_advantage=True)
     loss = term(ForwardCache(policy, None, batch))[0]
+    kept = batch.index(torch.tensor([0, 1]))  # the pg term over the unmasked steps alone
+    kept.extras = {}
+    torch.testing.assert_close(term(ForwardCache(policy, None, kept))[0], loss)
     batch.advantages = torch.where(mask > 0, batch.advantages, batch.advantages + 100.0)  # masked steps: any value
     torch.testing.assert_close(term(ForwardCache(policy, None, batch))[0], loss)
     metrics = ppo.update(r)
