@@ -4,11 +4,14 @@ episode's advantage is its return relative to its group's."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from fleet_helpers import make_piece, run_fleet
 
+from fleet.config import FleetTrainConfig, LearnerConfig
 from fleet.groups import FleetGroupRollouts, SeedDispenser
 from fleet.rollouts import EpisodeFeed
+from fleet.run_learner import FleetConfigError, check_learner_config
 from fleet.store import StoredEpisode
 from robopolicy.policy import Policy, PolicyConfig
 
@@ -69,3 +72,13 @@ def test_fleet_grpo_groups_episodes_by_learner_seed(tmp_path, certs, tokens):
         first.setdefault(ep.reset_seed, []).append(ep.piece.state[0])
     assert None not in first and len(first) >= 4 and max(len(v) for v in first.values()) == 2
     assert all(np.array_equal(v[0], x) for v in first.values() for x in v)
+
+
+def test_grpo_config_errors_name_the_key(tmp_path):
+    cfg = LearnerConfig(root=str(tmp_path), tls=False, tokens_file="t.json",
+                        train=FleetTrainConfig(algo="grpo", lanes=6, algo_options={"group_size": 4}))
+    with pytest.raises(FleetConfigError, match=r"train.algo_options.group_size: 4 must be >= 2 and divide "
+                                               r"train.lanes=6"):
+        check_learner_config(cfg)
+    cfg.train.algo_options = {"group_size": 3}
+    check_learner_config(cfg)
