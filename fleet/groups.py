@@ -103,15 +103,20 @@ class FleetGroupRollouts:
         groups = self._ready + list(self._open.values())
         self._ready, self._open = [], {}
         for g in groups:
-            kept = [m for m in g if not self._stale(m[0])]
             self.dropped_transitions += sum(ep.piece.num_steps for ep, _ in g if self._stale(ep))
-            if len(kept) == self.group_size:
-                self._ready.append(kept)
-            elif kept:
-                self._open[self.group_key(kept[0][0])] = kept
+            for member in (m for m in g if not self._stale(m[0])):
+                self._add(member)
         while len(self._open) > self.max_open_groups:
             g = self._open.pop(next(iter(self._open)))  # dicts keep insertion order: the oldest group first
             self.dropped_transitions += sum(ep.piece.num_steps for ep, _ in g)
+
+    def _add(self, member: tuple[StoredEpisode, dict]) -> None:
+        """Into its open group; a group that reaches group_size is ready."""
+        key = self.group_key(member[0])
+        group = self._open.setdefault(key, [])
+        group.append(member)
+        if len(group) == self.group_size:
+            self._ready.append(self._open.pop(key))
 
     def _gather(self, H: int) -> list[list[tuple[StoredEpisode, dict]]]:
         want = self.num_envs // self.group_size
@@ -131,11 +136,7 @@ class FleetGroupRollouts:
                 if self._stale(ep):
                     self.dropped_transitions += p.num_steps
                     continue
-                key = self.group_key(ep)
-                group = self._open.setdefault(key, [])
-                group.append((ep, steps))
-                if len(group) == self.group_size:
-                    self._ready.append(self._open.pop(key))
+                self._add((ep, steps))
         groups, self._ready = self._ready[:want], self._ready[want:]
         return groups
 

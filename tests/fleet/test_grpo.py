@@ -10,7 +10,7 @@ from fleet_helpers import make_piece, run_fleet
 
 from fleet.config import FleetTrainConfig, LearnerConfig
 from fleet.groups import FleetGroupRollouts, SeedDispenser
-from fleet.rollouts import EpisodeFeed
+from fleet.rollouts import EpisodeFeed, policy_steps
 from fleet.run_learner import FleetConfigError, check_learner_config
 from fleet.store import StoredEpisode
 from robopolicy.policy import Policy, PolicyConfig
@@ -82,3 +82,19 @@ def test_grpo_config_errors_name_the_key(tmp_path):
         check_learner_config(cfg)
     cfg.train.algo_options = {"group_size": 3}
     check_learner_config(cfg)
+
+
+def test_a_stale_member_leaves_its_group_and_the_rest_joins_a_waiting_one():
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(state_dim=D, action_dim=A, chunk=1, action_low=[-1.0] * A, action_high=[1.0] * A))
+    feed = EpisodeFeed()
+    source = FleetGroupRollouts(feed, lanes=2, group_size=2, max_policy_lag=1)
+    eps = {eid: _episode(eid, 3, "t", None, 1.0, version=v) for eid, v in (("a0", 0), ("a1", 1), ("b0", 1))}
+    for ep in eps.values():  # task-only groups (no seed): (a0, a1) is ready, b0 waits for a partner
+        source._add((ep, policy_steps(ep.piece, 1)))
+    assert [[e.episode_id for e, _ in g] for g in source._ready] == [["a0", "a1"]]
+    source.policy_version = 2  # a0 (version 0) is now too old: it is dropped, a1 joins b0
+    r = source.collect(policy)
+    assert source.dropped_transitions == 3
+    for lane, eid in enumerate(("b0", "a1")):
+        np.testing.assert_array_equal(r.obs["observation.state"][0, lane].numpy(), eps[eid].piece.state[0])
