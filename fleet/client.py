@@ -59,6 +59,7 @@ class FleetClient:
         self.spool = Spool(spool_dir)
         self.subscribe, self.health_every_s = subscribe, health_every_s
         self.session: str | None = None
+        self.group_size = 0  # > 0 once a learner that hands out reset seeds answered Register
         self._session_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -82,14 +83,27 @@ class FleetClient:
         return self
 
     def submit(self, episode_id: str, chunk_index: int, last: bool, piece: EpisodePiece,
-               episode_success: bool = False) -> int:
+               episode_success: bool = False, reset_seed: int | None = None) -> int:
         """Encode and spool one chunk (durable on return); raises ValueError if it exceeds the message limit."""
-        msg = encode_chunk(self.spec, piece, "", episode_id, chunk_index, last, episode_success)
+        msg = encode_chunk(self.spec, piece, "", episode_id, chunk_index, last, episode_success, reset_seed)
         size = msg.ByteSize() + 64  # + the session id set at send time
         if size > self.max_message_bytes:
             raise ValueError(f"chunk of {piece.num_steps} steps is {size} bytes > max_message_bytes "
                              f"{self.max_message_bytes}; send fewer steps per chunk")
         return self.spool.put(msg)
+
+    def episode_seed(self, timeout: float = 2.0) -> int | None:
+        """The learner's reset seed for the next episode (GRPO groups), or None when it hands out none (its
+        registration said group_size 0) or cannot be reached within ``timeout`` (the robot then seeds locally)."""
+        if self.group_size <= 0:
+            return None
+        try:
+            session = self._ensure_session(timeout)
+            return int(self.stub.EpisodeSeed(pb.SeedRequest(session_id=session), metadata=self.metadata,
+                                             timeout=timeout).seed)
+        except grpc.RpcError as err:
+            self._on_rpc_error(err, "seed")
+            return None
 
     @staticmethod
     def new_episode_id() -> str:
@@ -127,6 +141,7 @@ class FleetClient:
                 reply = self.stub.Register(pb.RegisterRequest(spec=self.spec), metadata=self.metadata,
                                            timeout=timeout, wait_for_ready=True)
                 self.session = reply.session_id
+                self.group_size = int(reply.group_size)
                 log.info("%s registered, session %s", self.spec.robot_id, self.session[:8])
             return self.session
 

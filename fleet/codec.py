@@ -6,8 +6,14 @@
 An ``EpisodePiece`` holds T consecutive control steps of one episode as numpy arrays:
     state (T, D) float32   action (T, A) float32   reward (T,) float32   done (T,) bool
     intervention (T,) bool  policy_version (T,) int64  timestamp (T,) float64  success (T,) bool
-    logp (T,) float32       trace (T, trace_dim) float32 (trace_dim may be 0)
+    logp (T, S) float32     trace (T, trace_dim) float32 (trace_dim may be 0)
+    chunk_step (T,) uint16  chunk_action (T, H*A) float32                 (H > 1 only; None on the robot side: H = 1)
     images {camera: (T, H, W, 3) uint8}
+A policy step executes one action chunk over up to H control steps; the row where it starts has chunk_step 0 and
+carries the step's trace, its S per-decision log-probs and the planned chunk (the other rows carry zeros). With
+H = 1 (spec.chunk 0 or 1) every row is a policy step and the chunk fields are not sent. S = max(1,
+spec.num_decisions): a robot that registers no num_decisions sends one summed log-prob per step (the H = 1
+Gaussian wire of the first version).
 Arrays travel as raw little-endian bytes whose length is checked against T and the registered spec before they are
 read, so a wrong-shaped payload is rejected with the field's name and the expected shape; images travel PNG/JPEG
 encoded (OpenCV) and are decoded to check their size.
@@ -15,6 +21,7 @@ encoded (OpenCV) and are decoded to check their size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -43,27 +50,43 @@ class EpisodePiece:
     logp: np.ndarray
     trace: np.ndarray
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    chunk_step: np.ndarray | None = None
+    chunk_action: np.ndarray | None = None
 
     @property
     def num_steps(self) -> int:
         return int(self.state.shape[0])
 
 
-# field -> (numpy dtype, per-step width or None for a scalar per step, spec attribute giving the width)
-_VECTORS: dict[str, tuple[str, str | None]] = {
-    "state": ("<f4", "state_dim"),
-    "action": ("<f4", "action_dim"),
+def chunk_len(spec: pb.RobotSpec) -> int:
+    """H of the robot's policy steps (1 when it registered none)."""
+    return max(1, int(spec.chunk))
+
+
+def num_decisions(spec: pb.RobotSpec) -> int:
+    """S of the robot's log-probs per policy step (1 when it registered none)."""
+    return max(1, int(spec.num_decisions))
+
+
+# field -> (numpy dtype, per-step width from the spec or None for a scalar per step)
+_VECTORS: dict[str, tuple[str, Callable[[pb.RobotSpec], int] | None]] = {
+    "state": ("<f4", lambda s: int(s.state_dim)),
+    "action": ("<f4", lambda s: int(s.action_dim)),
     "reward": ("<f4", None),
     "done": ("u1", None),
     "intervention": ("u1", None),
     "policy_version": ("<i8", None),
     "timestamp": ("<f8", None),
     "success": ("u1", None),
-    "logp": ("<f4", None),
-    "trace": ("<f4", "trace_dim"),
+    "logp": ("<f4", num_decisions),
+    "trace": ("<f4", lambda s: int(s.trace_dim)),
+    "chunk_step": ("<u2", None),
+    "chunk_action": ("<f4", lambda s: chunk_len(s) * int(s.action_dim)),
 }
-_FINITE = ("state", "action", "reward", "logp", "trace", "timestamp")
+_FINITE = ("state", "action", "reward", "logp", "trace", "timestamp", "chunk_action")
 _BOOL = ("done", "intervention", "success")
+_OPTIONAL = ("logp", "trace")  # sent only by robots running a learner policy
+_CHUNKED = ("chunk_step", "chunk_action")  # sent (and required) only when H > 1
 
 
 def encode_image(img: np.ndarray, encoding: str, jpeg_quality: int = 90) -> bytes:
@@ -83,12 +106,16 @@ def decode_image(data: bytes) -> np.ndarray | None:
 
 
 def encode_chunk(spec: pb.RobotSpec, piece: EpisodePiece, session_id: str, episode_id: str, chunk_index: int,
-                 last: bool, episode_success: bool = False) -> pb.EpisodeChunk:
+                 last: bool, episode_success: bool = False, reset_seed: int | None = None) -> pb.EpisodeChunk:
     msg = pb.EpisodeChunk(session_id=session_id, robot_id=spec.robot_id, episode_id=episode_id,
                           chunk_index=chunk_index, last=last, num_steps=piece.num_steps,
                           success_episode=bool(last and (episode_success or piece.success.any())))
+    if reset_seed is not None:
+        msg.reset_seed = int(reset_seed)
     for name, (dtype, _) in _VECTORS.items():
-        setattr(msg, name, np.ascontiguousarray(getattr(piece, name), dtype=dtype).tobytes())
+        value = getattr(piece, name)
+        if value is not None:
+            setattr(msg, name, np.ascontiguousarray(value, dtype=dtype).tobytes())
     for t in range(piece.num_steps):
         for cam in spec.cameras:
             msg.images.add(camera=cam.name, data=encode_image(piece.images[cam.name][t], cam.encoding))
@@ -103,12 +130,15 @@ def decode_chunk(spec: pb.RobotSpec, msg: pb.EpisodeChunk) -> EpisodePiece:
     if not msg.episode_id or len(msg.episode_id) > 128:
         raise PayloadError(f"episode_id: {msg.episode_id[:40]!r} must be 1..128 characters")
     arrays: dict[str, np.ndarray] = {}
-    for name, (dtype, width_attr) in _VECTORS.items():
-        width = int(getattr(spec, width_attr)) if width_attr else None
+    H = chunk_len(spec)
+    for name, (dtype, width_of) in _VECTORS.items():
+        width = width_of(spec) if width_of else None
         shape = (T, width) if width is not None else (T,)
         raw = getattr(msg, name)
-        if name in ("logp", "trace") and len(raw) == 0:
-            arrays[name] = np.zeros(shape, dtype=dtype)  # optional: sent only by robots running a learner policy
+        if name in _CHUNKED and H > 1 and len(raw) == 0:
+            raise PayloadError(f"{name}: required when the robot registered chunk={H} (expected shape {shape})")
+        if (name in _OPTIONAL or name in _CHUNKED) and len(raw) == 0:
+            arrays[name] = np.zeros(shape, dtype=dtype)  # H = 1: every step starts a chunk of its own action
             continue
         itemsize = np.dtype(dtype).itemsize
         if len(raw) != int(np.prod(shape)) * itemsize:
@@ -123,8 +153,21 @@ def decode_chunk(spec: pb.RobotSpec, msg: pb.EpisodeChunk) -> EpisodePiece:
             raise PayloadError(f"{name}: values must be 0 or 1")
         arrays[name] = arr
     _check_action_bounds(spec, arrays["action"])
+    _check_chunk_steps(arrays["chunk_step"], H)
     images = _decode_images(spec, msg, T)
     return EpisodePiece(**{k: (v.astype(bool) if k in _BOOL else v) for k, v in arrays.items()}, images=images)
+
+
+def _check_chunk_steps(step: np.ndarray, H: int) -> None:
+    """Each row's index within its policy chunk: < H, and 0 (a new chunk) or the previous row's + 1."""
+    if (step >= H).any():
+        t = int(np.argmax(step >= H))
+        raise PayloadError(f"chunk_step: {int(step[t])} at step {t}, expected < chunk={H}")
+    bad = (step[1:] != 0) & (step[1:] != step[:-1] + 1)
+    if bad.any():
+        t = int(np.argmax(bad)) + 1
+        raise PayloadError(f"chunk_step: {int(step[t])} at step {t} after {int(step[t - 1])}, expected 0 or "
+                           f"{int(step[t - 1]) + 1}")
 
 
 def _check_action_bounds(spec: pb.RobotSpec, action: np.ndarray) -> None:
@@ -170,6 +213,9 @@ def check_spec(spec: pb.RobotSpec, limits: dict[str, int]) -> None:
             raise PayloadError(f"spec.{name}: {v}, expected 1..{limits['max_dim']}")
     if spec.trace_dim > limits["max_dim"] * 64:
         raise PayloadError(f"spec.trace_dim: {spec.trace_dim}, expected <= {limits['max_dim'] * 64}")
+    for name in ("chunk", "num_decisions"):
+        if int(getattr(spec, name)) > limits["max_dim"]:
+            raise PayloadError(f"spec.{name}: {getattr(spec, name)}, expected <= {limits['max_dim']}")
     if spec.action_low and (len(spec.action_low) != spec.action_dim or len(spec.action_high) != spec.action_dim):
         raise PayloadError(f"spec.action_low/high: lengths {len(spec.action_low)}/{len(spec.action_high)}, "
                            f"expected action_dim={spec.action_dim}")

@@ -12,14 +12,15 @@ from omegaconf import MISSING
 @dataclass
 class FleetTrainConfig:
     algo: str = "none"
-    """none (ingest and serve weights only), ppo (on robot rollouts), hg_dagger (intervention segments as labels) or
+    """none (ingest and serve weights only), ppo (on robot rollouts), grpo (PPO with group-relative advantages over
+    episodes that share a learner-issued reset seed; fleet.groups), hg_dagger (intervention segments as labels) or
     recap (advantage-conditioned imitation of all fleet data, interventions labelled positive; fleet.recap)."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder published as the first version (robots start from it)."""
     n_steps: int = 256
-    """Transitions per robot lane in one rollout (T); the batch is T x lanes."""
+    """Policy steps (action chunks) per lane in one rollout (T); the batch is T x lanes (grpo: T = longest episode)."""
     lanes: int = 8
-    """B: parallel lanes the fleet's episodes are packed into."""
+    """B: parallel lanes the fleet's episodes are packed into (grpo: episodes per batch, a multiple of group_size)."""
     max_policy_lag: int = 1
     """Use transitions whose policy version is >= current - max_policy_lag."""
     stale: str = "drop"
@@ -27,7 +28,8 @@ class FleetTrainConfig:
     updates: int = 0
     """Stop after this many updates (0: never)."""
     algo_options: dict[str, Any] = field(default_factory=dict)
-    """Fields of PPOConfig (ppo), HGDAggerConfig (hg_dagger) or RecapConfig (recap)."""
+    """Fields of PPOConfig (ppo, grpo: group_size, advantage grpo|gdpo), HGDAggerConfig (hg_dagger) or RecapConfig
+    (recap)."""
     seed: int = 0
     """Torch seed of the learner."""
 

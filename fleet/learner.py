@@ -6,7 +6,8 @@ Per call: the token of the robot named in the metadata is checked (UNAUTHENTICAT
 names another robot is refused (PERMISSION_DENIED); a payload that does not fit the robot's registered spec ends
 only that robot's stream with INVALID_ARGUMENT and a message naming the field. gRPC itself refuses a message larger
 than ``max_message_bytes`` (RESOURCE_EXHAUSTED). Each stream is served by its own thread, so one robot's error or
-slowness never touches another's stream.
+slowness never touches another's stream. With a ``SeedDispenser`` (train.algo=grpo) ``EpisodeSeed`` hands out
+reset seeds so that groups of episodes start from the same state (fleet.groups).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from fleet.codec import PayloadError, check_spec, decode_chunk
+from fleet.groups import SeedDispenser
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.security import TokenBook, server_credentials
@@ -59,8 +61,8 @@ class RobotStats:
 
 class LearnerService(pb_grpc.LearnerServicer):
     def __init__(self, store: EpisodeStore, publisher: WeightPublisher, tokens: TokenBook, max_message_bytes: int,
-                 limits: dict[str, int], piece_bytes: int = 1 << 20):
-        self.store, self.publisher, self.tokens = store, publisher, tokens
+                 limits: dict[str, int], piece_bytes: int = 1 << 20, seeds: SeedDispenser | None = None):
+        self.store, self.publisher, self.tokens, self.seeds = store, publisher, tokens, seeds
         self.max_message_bytes, self.limits, self.piece_bytes = max_message_bytes, limits, piece_bytes
         self.read_ahead = 64  # chunks of one stream validated and queued for commit ahead of their ack
         self.sessions: dict[str, str] = {}
@@ -107,7 +109,18 @@ class LearnerService(pb_grpc.LearnerServicer):
         log.info("registered %s (%s, D=%d A=%d, %d cameras)", caller, spec.embodiment, spec.state_dim,
                  spec.action_dim, len(spec.cameras))
         return pb.RegisterReply(session_id=session, policy_version=self.publisher.latest,
-                                max_message_bytes=self.max_message_bytes)
+                                max_message_bytes=self.max_message_bytes,
+                                group_size=self.seeds.group_size if self.seeds else 0)
+
+    def EpisodeSeed(self, request: pb.SeedRequest, context: grpc.ServicerContext) -> pb.SeedReply:
+        """The reset seed of the caller's next episode: each seed goes to ``group_size`` episodes of one task."""
+        caller = self._caller(context)
+        self._session(context, request.session_id, caller)
+        if self.seeds is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this learner hands out no reset seeds "
+                          "(train.algo=grpo does)")
+        spec = self.store.spec(caller)
+        return pb.SeedReply(seed=self.seeds.next(spec.task if spec else ""), group=self.seeds.group_size)
 
     def StreamEpisodes(self, request_iterator, context: grpc.ServicerContext):
         """Acks in order; a reader thread validates and queues the next chunks while earlier ones are committed,

@@ -156,7 +156,8 @@ class Recap:
         done = rollout.terminated | rollout.truncated
         with torch.no_grad():  # final_obs[t] is the state step t reached: bootstrap at ends and cuts alike
             v, next_v = self.value(s), self.value(s_next)
-        adv, ret = gae(reward, v, next_v, rollout.terminated, done, c.gamma, c.gae_lambda)
+        gamma = c.gamma ** rollout.chunk_steps.to(v.dtype)  # a policy step of k env steps is discounted by gamma^k
+        adv, ret = gae(reward, v, next_v, rollout.terminated, done, gamma, c.gae_lambda)
         b_s, b_ret = s.reshape(T * B, -1), ret.reshape(-1)
         value_losses = []
         for _ in range(c.value_epochs):

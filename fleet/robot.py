@@ -8,6 +8,16 @@
     teleoperator may override each       i.e. between chunks)
     record step -> episode buffer -> every chunk_steps steps: client.submit (spooled, fsynced) -> learner
 
+Policy steps. Each request returns one action chunk (H, A) with its trace and per-decision log-probs (S,). The
+first control step of the chunk records them with the planned chunk and ``chunk_step`` 0; the next steps record
+chunk_step 1, 2, ... and zeros there. The chunk stops early at the episode's end (the learner counts the rows
+that ran, as ``ActionChunk`` reports ``chunk_steps``).
+
+Reset seeds. When the learner hands out seeds (``train.algo=grpo``: RegisterReply.group_size > 0) a simulated
+robot resets each episode with the seed it gets from ``EpisodeSeed`` and records it with the episode, so the
+learner can group episodes that started from the same state. A robot that cannot reset to a seed (hardware,
+``seeded_resets=False``) or cannot reach the learner at reset time uses its own seed and records none.
+
 Interventions: a teleoperator object with ``action(obs, step) -> np.ndarray | None`` (None: the policy acts). The
 scripted one (Meta-World's expert) takes over once ``takeover_after`` of the time limit passed without success and
 keeps control to the end of the episode; the executed action is the teleoperator's and its step is marked.
@@ -38,7 +48,7 @@ log = logging.getLogger(__name__)
 class ChunkResult:
     actions: np.ndarray  # (H, A)
     trace: np.ndarray    # (trace_dim,) flattened trace of this policy step
-    logp: float          # summed over the S inner decisions
+    logp: np.ndarray     # (S,) log-prob of each inner decision
     version: int
 
 
@@ -80,8 +90,8 @@ class InferenceWorker:
                     self._staged = None
             sample = self.policy.act({OBS_STATE: torch.as_tensor(obs, dtype=torch.float32)[None]},
                                      deterministic=self.deterministic)
-            self._results.put(ChunkResult(sample.actions[0].numpy(), sample.trace[0].reshape(-1).numpy(),
-                                          float(sample.logp[0].sum()), self.version))
+            self._results.put(ChunkResult(sample.actions[0].numpy(), sample.trace[0].reshape(-1).float().numpy(),
+                                          sample.logp[0].float().numpy(), self.version))
 
 
 class ScriptedTeleop:
@@ -109,9 +119,11 @@ class EpisodeBuffer:
     """Steps of the current episode not yet submitted; ``take()`` returns them as an EpisodePiece."""
 
     trace_dim: int
+    num_decisions: int = 1  # S
+    chunk: int = 1          # H; > 1 records chunk_step and chunk_action
     rows: dict[str, list] = field(default_factory=lambda: {k: [] for k in (
         "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp",
-        "trace")})
+        "trace", "chunk_step", "chunk_action")})
 
     def add(self, **step) -> None:
         for k, v in step.items():
@@ -127,19 +139,23 @@ class EpisodeBuffer:
             reward=np.asarray(r["reward"], np.float32), done=np.asarray(r["done"], bool),
             intervention=np.asarray(r["intervention"], bool), policy_version=np.asarray(r["policy_version"], np.int64),
             timestamp=np.asarray(r["timestamp"], np.float64), success=np.asarray(r["success"], bool),
-            logp=np.asarray(r["logp"], np.float32),
+            logp=np.asarray(r["logp"], np.float32).reshape(len(self), self.num_decisions),
             trace=np.asarray(r["trace"], np.float32).reshape(len(self), self.trace_dim))
+        if self.chunk > 1:
+            piece.chunk_step = np.asarray(r["chunk_step"], np.uint16)
+            piece.chunk_action = np.asarray(r["chunk_action"], np.float32).reshape(len(self), -1)
         for v in r.values():
             v.clear()
         return piece
 
 
-def sim_spec(robot_id: str, env: gym.Env, task: str, trace_dim: int, fps: int) -> pb.RobotSpec:
+def sim_spec(robot_id: str, env: gym.Env, task: str, trace_dim: int, fps: int, chunk: int = 1,
+             num_decisions: int = 1) -> pb.RobotSpec:
     obs_dim = int(np.prod(env.observation_space.shape))
     act = env.action_space
     spec = pb.RobotSpec(robot_id=robot_id, embodiment=f"sim:{env.spec.id if env.spec else 'env'}", state_dim=obs_dim,
                         action_dim=int(np.prod(act.shape)), software_version=_version(), task=task, fps=fps,
-                        trace_dim=trace_dim)
+                        trace_dim=trace_dim, chunk=chunk, num_decisions=num_decisions)
     if np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high)):
         spec.action_low.extend(act.low.astype(float).tolist())
         spec.action_high.extend(act.high.astype(float).tolist())
@@ -160,8 +176,10 @@ class RobotLoop:
 
     def __init__(self, env: gym.Env, client: FleetClient, worker: InferenceWorker, trace_dim: int,
                  chunk_steps: int = 256, control_hz: float = 0.0, teleop: ScriptedTeleop | None = None,
-                 seed: int = 0):
+                 seed: int = 0, seeded_resets: bool = True):
         self.env, self.client, self.worker, self.teleop = env, client, worker, teleop
+        self.seeded_resets = seeded_resets
+        self.H, self.S = max(1, int(client.spec.chunk)), max(1, int(client.spec.num_decisions))
         self.trace_dim, self.chunk_steps, self.control_hz, self.seed = trace_dim, chunk_steps, control_hz, seed
         self._stop = threading.Event()
         self.episodes = 0
@@ -177,18 +195,24 @@ class RobotLoop:
             self.episodes += 1
 
     def _episode(self, seed: int) -> bool:
-        obs, _ = self.env.reset(seed=seed)
+        reset_seed = self.client.episode_seed() if self.seeded_resets else None
+        obs, _ = self.env.reset(seed=seed if reset_seed is None else reset_seed)
         if self.teleop is not None:
             self.teleop.reset()
         episode_id, chunk_index = self.client.new_episode_id(), 0
-        buf = EpisodeBuffer(self.trace_dim)
+        buf = EpisodeBuffer(self.trace_dim, self.S, self.H)
+        no_trace, no_logp = np.zeros(self.trace_dim, np.float32), np.zeros(self.S, np.float32)
+        no_chunk = np.zeros(self.H * self.client.spec.action_dim, np.float32)
         period = 1.0 / self.control_hz if self.control_hz > 0 else 0.0
         next_tick = time.monotonic()
         step, succeeded, done = 0, False, False
         while not done:
             self.worker.request(obs)
             chunk = self.worker.result()
-            for h in range(chunk.actions.shape[0]):
+            if chunk.actions.shape[0] != self.H or chunk.logp.shape != (self.S,):
+                raise RuntimeError(f"policy returned a chunk {chunk.actions.shape} with logp {chunk.logp.shape}; "
+                                   f"this robot registered chunk={self.H}, num_decisions={self.S}")
+            for h in range(self.H):
                 if period:
                     now = time.monotonic()
                     if now > next_tick + period:
@@ -201,16 +225,16 @@ class RobotLoop:
                 step_success = bool(info.get("success", False))
                 succeeded |= step_success
                 done = bool(terminated or truncated) or self._stop.is_set()
-                first = h == 0 and human is None
+                first = h == 0  # the policy's sample is recorded even when the teleoperator overrides it
                 executed = info.get("action_executed", action)  # a real robot may limit what it was sent
                 buf.add(state=obs, action=np.clip(executed, self.env.action_space.low, self.env.action_space.high),
                         reward=float(reward), done=done, intervention=human is not None,
                         policy_version=chunk.version, timestamp=time.time(), success=step_success,
-                        logp=chunk.logp if first else 0.0,
-                        trace=chunk.trace if first else np.zeros(self.trace_dim, np.float32))
+                        logp=chunk.logp if first else no_logp, trace=chunk.trace if first else no_trace,
+                        chunk_step=h, chunk_action=chunk.actions.reshape(-1) if first else no_chunk)
                 obs, step = next_obs, step + 1
                 if done or len(buf) >= self.chunk_steps:
-                    self.client.submit(episode_id, chunk_index, done, buf.take(), succeeded)
+                    self.client.submit(episode_id, chunk_index, done, buf.take(), succeeded, reset_seed)
                     chunk_index += 1
                 if done:
                     break

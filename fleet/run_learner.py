@@ -41,10 +41,23 @@ def check_learner_config(cfg: LearnerConfig) -> None:
             raise FleetConfigError(f"{key}: {getattr(cfg, key)} not found")
     if cfg.max_message_bytes < 1024:
         raise FleetConfigError(f"max_message_bytes: {cfg.max_message_bytes}, expected >= 1024")
-    if cfg.train.algo not in ("none", "ppo", "hg_dagger", "recap"):
-        raise FleetConfigError(f"train.algo: {cfg.train.algo!r}, expected one of none, ppo, hg_dagger, recap")
+    if cfg.train.algo not in ("none", "ppo", "grpo", "hg_dagger", "recap"):
+        raise FleetConfigError(f"train.algo: {cfg.train.algo!r}, expected one of none, ppo, grpo, hg_dagger, recap")
     if cfg.train.stale not in ("drop", "importance"):
         raise FleetConfigError(f"train.stale: {cfg.train.stale!r}, expected drop or importance")
+    if cfg.train.algo == "grpo":
+        grpo_group_size(cfg)
+
+
+def grpo_group_size(cfg: LearnerConfig) -> int:
+    """G of train.algo=grpo (PPOConfig.group_size unless algo_options sets it); it must divide train.lanes."""
+    from robopolicy.algorithms.ppo import PPOConfig
+
+    group_size = int(cfg.train.algo_options.get("group_size", PPOConfig.group_size))
+    if group_size < 2 or cfg.train.lanes % group_size:
+        raise FleetConfigError(f"train.algo_options.group_size: {group_size} must be >= 2 and divide "
+                               f"train.lanes={cfg.train.lanes} (the episodes of one rollout)")
+    return group_size
 
 
 @dataclass
@@ -88,7 +101,12 @@ def start_learner(cfg: LearnerConfig | DictConfig) -> LearnerProcess:
 
         publisher.publish(load_policy(cfg.train.init_policy))
     limits = {"max_dim": cfg.max_dim, "max_image_side": cfg.max_image_side}
-    service = LearnerService(store, publisher, tokens, cfg.max_message_bytes, limits, cfg.policy_piece_bytes)
+    seeds = None
+    if cfg.train.algo == "grpo":  # robots reset groups of episodes to the same seed (fleet.groups)
+        from fleet.groups import SeedDispenser
+
+        seeds = SeedDispenser(grpo_group_size(cfg))
+    service = LearnerService(store, publisher, tokens, cfg.max_message_bytes, limits, cfg.policy_piece_bytes, seeds)
     server, port = start_learner_server(service, cfg.host, cfg.port, cfg.max_workers,
                                         cfg.cert if cfg.tls else None, cfg.key if cfg.tls else None)
     trainer = None

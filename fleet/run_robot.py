@@ -112,7 +112,8 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
     with torch.inference_mode():
         probe = policy.act({OBS_STATE: torch.zeros(1, spec.state_dim)})
     spec.trace_dim = int(probe.trace[0].numel())
-    client.session = None  # register again with the trace size
+    spec.chunk, spec.num_decisions = int(probe.actions.shape[1]), int(probe.logp.shape[1])
+    client.session = None  # register again with the trace size, H and S
     client.policy_version = version
     worker = InferenceWorker(policy, version, cfg.deterministic)
     client.on_policy = worker.set_policy
@@ -121,7 +122,8 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
         teleop = ScriptedTeleop(cfg.env_kwargs.get("task", ""), cfg.max_episode_steps, cfg.teleop.takeover_after)
     elif cfg.teleop.kind != "none":
         raise FleetConfigError(f"teleop.kind: {cfg.teleop.kind!r} is not available yet; use none or scripted")
-    loop = RobotLoop(env, client, worker, spec.trace_dim, cfg.chunk_steps, cfg.control_hz, teleop, cfg.seed)
+    loop = RobotLoop(env, client, worker, spec.trace_dim, cfg.chunk_steps, cfg.control_hz, teleop, cfg.seed,
+                     seeded_resets=cfg.backend == "sim")  # hardware cannot be reset to a seed
     return loop, client
 
 

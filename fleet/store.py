@@ -16,7 +16,8 @@ after ``shard_episodes`` episodes (or ``shard_seconds``, or at close), and only 
 together with each episode's place in it. At start, a shard folder the index does not list as finalized is
 deleted and its episodes (still in the index) are written again: every stored episode ends up in exactly one
 finalized shard. Frames carry ``robot_index`` (names in ``meta/fleet_robots.json``), ``policy_version``,
-``intervention``, the robot's ``timestamp`` and the task string.
+``intervention``, the robot's ``timestamp``, ``logp`` (S,), ``chunk_step`` (index within the policy's action
+chunk) and the task string.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleet.codec import EpisodePiece, decode_chunk
+from fleet.codec import EpisodePiece, decode_chunk, num_decisions
 from fleet.proto import fleet_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class StoredEpisode:
     episode_id: str
     piece: EpisodePiece
     success: bool
+    task: str = ""
+    reset_seed: int | None = None  # the learner-issued seed the episode was reset with (GRPO groups), if any
 
 
 class EpisodeStore:
@@ -201,7 +204,8 @@ class EpisodeStore:
         msgs = [pb.EpisodeChunk.FromString(r[0]) for r in rows]
         pieces = [decode_chunk(spec, m) for m in msgs]
         piece = _concat(pieces)
-        return StoredEpisode(robot_id, episode_id, piece, bool(msgs[-1].success_episode))
+        seed = msgs[0].reset_seed if msgs[0].HasField("reset_seed") else None
+        return StoredEpisode(robot_id, episode_id, piece, bool(msgs[-1].success_episode), spec.task, seed)
 
     def _emit(self, rid: str, eid: str) -> None:
         if self.on_episode is None:
@@ -345,7 +349,7 @@ class EpisodeStore:
 
 
 def _signature(spec: pb.RobotSpec) -> bytes:
-    return json.dumps([spec.state_dim, spec.action_dim, spec.trace_dim,
+    return json.dumps([spec.state_dim, spec.action_dim, spec.trace_dim, num_decisions(spec),
                        [(c.name, c.height, c.width) for c in spec.cameras]]).encode()
 
 
@@ -360,7 +364,8 @@ def _features(spec: pb.RobotSpec) -> dict:
         "policy_version": {"dtype": "int64", "shape": (1,), "names": None},
         "robot_index": {"dtype": "int64", "shape": (1,), "names": None},
         "robot_timestamp": {"dtype": "float64", "shape": (1,), "names": None},
-        "logp": {"dtype": "float32", "shape": (1,), "names": None},
+        "logp": {"dtype": "float32", "shape": (num_decisions(spec),), "names": None},
+        "chunk_step": {"dtype": "int64", "shape": (1,), "names": None},
     }
     for c in spec.cameras:
         feats[f"observation.images.{c.name}"] = {"dtype": "image", "shape": (c.height, c.width, 3),
@@ -376,7 +381,7 @@ def _frames(ep: StoredEpisode, robot_index: int, task: str):
             "next.reward": p.reward[t:t + 1], "next.done": p.done[t:t + 1], "next.success": p.success[t:t + 1],
             "intervention": p.intervention[t:t + 1], "policy_version": p.policy_version[t:t + 1],
             "robot_index": np.array([robot_index], np.int64), "robot_timestamp": p.timestamp[t:t + 1],
-            "logp": p.logp[t:t + 1], "task": task,
+            "logp": p.logp[t].reshape(-1), "chunk_step": p.chunk_step[t:t + 1].astype(np.int64), "task": task,
         }
         for cam, imgs in p.images.items():
             frame[f"observation.images.{cam}"] = imgs[t]
@@ -394,7 +399,8 @@ def _episode_buffer(ep: StoredEpisode, robot_index: int, task: str, episode_inde
         "observation.state": col(p.state), "action": col(p.action), "next.reward": p.reward[:, None],
         "next.done": p.done[:, None], "next.success": p.success[:, None], "intervention": p.intervention[:, None],
         "policy_version": p.policy_version[:, None], "robot_index": np.full((n, 1), robot_index, np.int64),
-        "robot_timestamp": p.timestamp[:, None], "logp": p.logp[:, None],
+        "robot_timestamp": p.timestamp[:, None], "logp": p.logp.reshape(n, -1),
+        "chunk_step": p.chunk_step.astype(np.int64)[:, None],
     }
 
 

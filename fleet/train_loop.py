@@ -1,7 +1,9 @@
 """The learner's training thread: FleetRollouts -> update -> publish a new version, one version per iteration.
 
-    algo=ppo        the shared PPO (robopolicy.algorithms.ppo) on robot rollouts (intervention steps weighted by
-                    their advantage, see fleet.rollouts)
+    algo=ppo        the shared PPO (robopolicy.algorithms.ppo) on robot rollouts of any head and chunk H
+                    (intervention steps: see fleet.rollouts)
+    algo=grpo       the same PPO with group-relative advantages (no critic in the advantage): the learner hands out
+                    reset seeds, episodes sharing (task, seed) form a group (fleet.groups)
     algo=hg_dagger  HG-DAgger: every intervention step ever received (obs, teleoperator action) is an imitation
                     label; each iteration runs ``epochs`` passes of the head's imitation loss over that aggregate
     algo=recap      RECAP-style advantage-conditioned policy (fleet.recap): a value function on fleet data labels
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from fleet.config import FleetTrainConfig
+from fleet.groups import FleetGroupRollouts
 from fleet.rollouts import CollectStopped, EpisodeFeed, FleetRollouts
 from fleet.weights import WeightPublisher
 from robopolicy.rollout import episode_summary
@@ -95,15 +98,23 @@ class FleetTrainer:
             self.policy = load_policy_blob(latest.version, latest.blob, latest.sha256, latest.config_json)
         else:
             self.policy = load_policy(cfg.init_policy)
-        self.source = FleetRollouts(feed, cfg.n_steps, cfg.lanes, cfg.max_policy_lag, cfg.stale)
-        self.source.policy_version = max(0, publisher.latest)
-        if cfg.algo == "ppo":
+        self.source: FleetRollouts | FleetGroupRollouts = FleetRollouts(feed, cfg.n_steps, cfg.lanes,
+                                                                        cfg.max_policy_lag, cfg.stale)
+        if cfg.algo in ("ppo", "grpo"):
             from robopolicy.algorithms.ppo import PPO, PPOConfig
 
+            options = dict(cfg.algo_options)
+            if cfg.algo == "grpo":
+                options.setdefault("advantage", "grpo")
             try:
-                ppo_cfg = PPOConfig(**(dict(cfg.algo_options) | {"n_steps": cfg.n_steps}))
+                ppo_cfg = PPOConfig(**(options | {"n_steps": cfg.n_steps}))
+                if cfg.algo == "grpo" and ppo_cfg.advantage not in ("grpo", "gdpo"):
+                    raise ValueError(f"advantage: {ppo_cfg.advantage!r}, train.algo=grpo needs grpo or gdpo")
+                if cfg.algo == "grpo":
+                    self.source = FleetGroupRollouts(feed, cfg.lanes, ppo_cfg.group_size, cfg.max_policy_lag,
+                                                     cfg.stale, decoupled=ppo_cfg.advantage == "gdpo")
             except (TypeError, ValueError) as err:
-                raise FleetConfigError(f"train.algo_options: {err}") from err
+                raise FleetConfigError(f"train.algo_options: {err} (train.lanes={cfg.lanes})") from err
             critic = ValueCritic(self.policy.config.state_dim, CriticConfig())
             self.algo = PPO(self.policy, critic, ppo_cfg, num_envs=cfg.lanes)
         elif cfg.algo == "recap":
@@ -118,6 +129,7 @@ class FleetTrainer:
                 self.algo = HGDAgger(self.policy, HGDAggerConfig(**dict(cfg.algo_options)))
             except TypeError as err:
                 raise FleetConfigError(f"train.algo_options: {err}") from err
+        self.source.policy_version = max(0, publisher.latest)
         self.updates = 0
         self._thread = threading.Thread(target=self._run, name="fleet-train", daemon=True)
 

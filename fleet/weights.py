@@ -142,20 +142,33 @@ _INIT_FNS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zero
              "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
 
 
+_REAL_INIT = {name: getattr(torch.nn.init, name) for name in _INIT_FNS}  # captured at import: restore these
+_init_lock = threading.Lock()
+_init_skippers = 0  # threads inside skip_weight_init
+
+
 @contextlib.contextmanager
 def skip_weight_init():
     """Skip torch.nn.init while building a module whose every tensor is loaded right after (load_state_checked
     rejects a missing key): the orthogonal init of a 5M-parameter policy alone costs ~0.5 s of a weight swap.
     Patches module attributes, so only use it where no other thread builds modules meanwhile (the robot's
-    policy thread)."""
-    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FNS}
+    policy thread). Several robot clients in one process may load at once: the patch is counted and the real
+    functions come back when the last one leaves (saving "the current ones" per thread could restore another
+    thread's no-ops for good)."""
+    global _init_skippers
+    with _init_lock:
+        if _init_skippers == 0:
+            for name in _INIT_FNS:
+                setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        _init_skippers += 1
     try:
-        for name in _INIT_FNS:
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
         yield
     finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
+        with _init_lock:
+            _init_skippers -= 1
+            if _init_skippers == 0:
+                for name, fn in _REAL_INIT.items():
+                    setattr(torch.nn.init, name, fn)
 
 
 def load_policy_blob(version: int, blob: bytes, sha256: str, config_json: str, total: int | None = None) -> Policy:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66leet/proto/fleet.proto\x12\x10robopolicy.fleet\"K\n\nCameraSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x04 \x01(\t\"\xf8\x01\n\tRobotSpec\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x12\n\nembodiment\x18\x02 \x01(\t\x12\x11\n\tstate_dim\x18\x03 \x01(\r\x12\x12\n\naction_dim\x18\x04 \x01(\r\x12-\n\x07\x63\x61meras\x18\x05 \x03(\x0b\x32\x1c.robopolicy.fleet.CameraSpec\x12\x12\n\naction_low\x18\x06 \x03(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x07 \x03(\x02\x12\x18\n\x10software_version\x18\x08 \x01(\t\x12\x0c\n\x04task\x18\t \x01(\t\x12\x0b\n\x03\x66ps\x18\n \x01(\r\x12\x11\n\ttrace_dim\x18\x0b \x01(\r\"<\n\x0fRegisterRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.robopolicy.fleet.RobotSpec\"V\n\rRegisterReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\"\xec\x02\n\x0c\x45pisodeChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08robot_id\x18\x02 \x01(\t\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x11\n\tnum_steps\x18\x06 \x01(\r\x12\r\n\x05state\x18\x07 \x01(\x0c\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\x0c\x12\x0e\n\x06reward\x18\t \x01(\x0c\x12\x0c\n\x04\x64one\x18\n \x01(\x0c\x12\x14\n\x0cintervention\x18\x0b \x01(\x0c\x12\x16\n\x0epolicy_version\x18\x0c \x01(\x0c\x12\x11\n\ttimestamp\x18\r \x01(\x0c\x12\x0f\n\x07success\x18\x0e \x01(\x0c\x12\x0c\n\x04logp\x18\x0f \x01(\x0c\x12\'\n\x06images\x18\x10 \x03(\x0b\x32\x17.robopolicy.fleet.Frame\x12\x17\n\x0fsuccess_episode\x18\x11 \x01(\x08\x12\r\n\x05trace\x18\x12 \x01(\x0c\"%\n\x05\x46rame\x12\x0e\n\x06\x63\x61mera\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"_\n\x08\x43hunkAck\x12\x12\n\nepisode_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\r\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x17\n\x0fstored_episodes\x18\x04 \x01(\x03\"9\n\rPolicyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\"3\n\x0c\x46\x65tchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x9a\x01\n\x0bPolicyChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x14\n\x0cpublished_at\x18\x08 \x01(\x01\"e\n\rHealthRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cheld_version\x18\x02 \x01(\x03\x12\x12\n\nheld_since\x18\x03 \x01(\x01\x12\x16\n\x0espooled_chunks\x18\x04 \x01(\x04\"\x9c\x01\n\x0bHealthReply\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x03\x12\x0e\n\x06robots\x18\x02 \x01(\x04\x12\x10\n\x08\x65pisodes\x18\x03 \x01(\x04\x12\x13\n\x0btransitions\x18\x04 \x01(\x04\x12\x16\n\x0e\x62ytes_ingested\x18\x05 \x01(\x04\x12\x10\n\x08rejected\x18\x06 \x01(\x04\x12\x14\n\x0cmetrics_json\x18\x07 \x01(\t2\x9a\x03\n\x07Learner\x12N\n\x08Register\x12!.robopolicy.fleet.RegisterRequest\x1a\x1f.robopolicy.fleet.RegisterReply\x12P\n\x0eStreamEpisodes\x12\x1e.robopolicy.fleet.EpisodeChunk\x1a\x1a.robopolicy.fleet.ChunkAck(\x01\x30\x01\x12S\n\x0fSubscribePolicy\x12\x1f.robopolicy.fleet.PolicyRequest\x1a\x1d.robopolicy.fleet.PolicyChunk0\x01\x12N\n\x0b\x46\x65tchPolicy\x12\x1e.robopolicy.fleet.FetchRequest\x1a\x1d.robopolicy.fleet.PolicyChunk0\x01\x12H\n\x06Health\x12\x1f.robopolicy.fleet.HealthRequest\x1a\x1d.robopolicy.fleet.HealthReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66leet/proto/fleet.proto\x12\x10robopolicy.fleet\"K\n\nCameraSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x04 \x01(\t\"\x9e\x02\n\tRobotSpec\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x12\n\nembodiment\x18\x02 \x01(\t\x12\x11\n\tstate_dim\x18\x03 \x01(\r\x12\x12\n\naction_dim\x18\x04 \x01(\r\x12-\n\x07\x63\x61meras\x18\x05 \x03(\x0b\x32\x1c.robopolicy.fleet.CameraSpec\x12\x12\n\naction_low\x18\x06 \x03(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x07 \x03(\x02\x12\x18\n\x10software_version\x18\x08 \x01(\t\x12\x0c\n\x04task\x18\t \x01(\t\x12\x0b\n\x03\x66ps\x18\n \x01(\r\x12\x11\n\ttrace_dim\x18\x0b \x01(\r\x12\r\n\x05\x63hunk\x18\x0c \x01(\r\x12\x15\n\rnum_decisions\x18\r \x01(\r\"<\n\x0fRegisterRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.robopolicy.fleet.RobotSpec\"j\n\rRegisterReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x12\n\ngroup_size\x18\x04 \x01(\r\"\xbe\x03\n\x0c\x45pisodeChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08robot_id\x18\x02 \x01(\t\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x11\n\tnum_steps\x18\x06 \x01(\r\x12\r\n\x05state\x18\x07 \x01(\x0c\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\x0c\x12\x0e\n\x06reward\x18\t \x01(\x0c\x12\x0c\n\x04\x64one\x18\n \x01(\x0c\x12\x14\n\x0cintervention\x18\x0b \x01(\x0c\x12\x16\n\x0epolicy_version\x18\x0c \x01(\x0c\x12\x11\n\ttimestamp\x18\r \x01(\x0c\x12\x0f\n\x07success\x18\x0e \x01(\x0c\x12\x0c\n\x04logp\x18\x0f \x01(\x0c\x12\'\n\x06images\x18\x10 \x03(\x0b\x32\x17.robopolicy.fleet.Frame\x12\x17\n\x0fsuccess_episode\x18\x11 \x01(\x08\x12\r\n\x05trace\x18\x12 \x01(\x0c\x12\x17\n\nreset_seed\x18\x13 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nchunk_step\x18\x14 \x01(\x0c\x12\x14\n\x0c\x63hunk_action\x18\x15 \x01(\x0c\x42\r\n\x0b_reset_seed\"%\n\x05\x46rame\x12\x0e\n\x06\x63\x61mera\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"_\n\x08\x43hunkAck\x12\x12\n\nepisode_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\r\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x17\n\x0fstored_episodes\x18\x04 \x01(\x03\"9\n\rPolicyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\"3\n\x0c\x46\x65tchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x9a\x01\n\x0bPolicyChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x14\n\x0cpublished_at\x18\x08 \x01(\x01\"!\n\x0bSeedRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\tSeedReply\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12\r\n\x05group\x18\x02 \x01(\r\"e\n\rHealthRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cheld_version\x18\x02 \x01(\x03\x12\x12\n\nheld_since\x18\x03 \x01(\x01\x12\x16\n\x0espooled_chunks\x18\x04 \x01(\x04\"\x9c\x01\n\x0bHealthReply\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x03\x12\x0e\n\x06robots\x18\x02 \x01(\x04\x12\x10\n\x08\x65pisodes\x18\x03 \x01(\x04\x12\x13\n\x0btransitions\x18\x04 \x01(\x04\x12\x16\n\x0e\x62ytes_ingested\x18\x05 \x01(\x04\x12\x10\n\x08rejected\x18\x06 \x01(\x04\x12\x14\n\x0cmetrics_json\x18\x07 \x01(\t2\xe5\x03\n\x07Learner\x12N\n\x08Register\x12!.robopolicy.fleet.RegisterRequest\x1a\x1f.robopolicy.fleet.RegisterReply\x12P\n\x0eStreamEpisodes\x12\x1e.robopolicy.fleet.EpisodeChunk\x1a\x1a.robopolicy.fleet.ChunkAck(\x01\x30\x01\x12S\n\x0fSubscribePolicy\x12\x1f.robopolicy.fleet.PolicyRequest\x1a\x1d.robopolicy.fleet.PolicyChunk0\x01\x12N\n\x0b\x46\x65tchPolicy\x12\x1e.robopolicy.fleet.FetchRequest\x1a\x1d.robopolicy.fleet.PolicyChunk0\x01\x12H\n\x06Health\x12\x1f.robopolicy.fleet.HealthRequest\x1a\x1d.robopolicy.fleet.HealthReply\x12I\n\x0b\x45pisodeSeed\x12\x1d.robopolicy.fleet.SeedRequest\x1a\x1b.robopolicy.fleet.SeedReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAMERASPEC']._serialized_start=45
   _globals['_CAMERASPEC']._serialized_end=120
   _globals['_ROBOTSPEC']._serialized_start=123
-  _globals['_ROBOTSPEC']._serialized_end=371
-  _globals['_REGISTERREQUEST']._serialized_start=373
-  _globals['_REGISTERREQUEST']._serialized_end=433
-  _globals['_REGISTERREPLY']._serialized_start=435
-  _globals['_REGISTERREPLY']._serialized_end=521
-  _globals['_EPISODECHUNK']._serialized_start=524
-  _globals['_EPISODECHUNK']._serialized_end=888
-  _globals['_FRAME']._serialized_start=890
-  _globals['_FRAME']._serialized_end=927
-  _globals['_CHUNKACK']._serialized_start=929
-  _globals['_CHUNKACK']._serialized_end=1024
-  _globals['_POLICYREQUEST']._serialized_start=1026
-  _globals['_POLICYREQUEST']._serialized_end=1083
-  _globals['_FETCHREQUEST']._serialized_start=1085
-  _globals['_FETCHREQUEST']._serialized_end=1136
-  _globals['_POLICYCHUNK']._serialized_start=1139
-  _globals['_POLICYCHUNK']._serialized_end=1293
-  _globals['_HEALTHREQUEST']._serialized_start=1295
-  _globals['_HEALTHREQUEST']._serialized_end=1396
-  _globals['_HEALTHREPLY']._serialized_start=1399
-  _globals['_HEALTHREPLY']._serialized_end=1555
-  _globals['_LEARNER']._serialized_start=1558
-  _globals['_LEARNER']._serialized_end=1968
+  _globals['_ROBOTSPEC']._serialized_end=409
+  _globals['_REGISTERREQUEST']._serialized_start=411
+  _globals['_REGISTERREQUEST']._serialized_end=471
+  _globals['_REGISTERREPLY']._serialized_start=473
+  _globals['_REGISTERREPLY']._serialized_end=579
+  _globals['_EPISODECHUNK']._serialized_start=582
+  _globals['_EPISODECHUNK']._serialized_end=1028
+  _globals['_FRAME']._serialized_start=1030
+  _globals['_FRAME']._serialized_end=1067
+  _globals['_CHUNKACK']._serialized_start=1069
+  _globals['_CHUNKACK']._serialized_end=1164
+  _globals['_POLICYREQUEST']._serialized_start=1166
+  _globals['_POLICYREQUEST']._serialized_end=1223
+  _globals['_FETCHREQUEST']._serialized_start=1225
+  _globals['_FETCHREQUEST']._serialized_end=1276
+  _globals['_POLICYCHUNK']._serialized_start=1279
+  _globals['_POLICYCHUNK']._serialized_end=1433
+  _globals['_SEEDREQUEST']._serialized_start=1435
+  _globals['_SEEDREQUEST']._serialized_end=1468
+  _globals['_SEEDREPLY']._serialized_start=1470
+  _globals['_SEEDREPLY']._serialized_end=1510
+  _globals['_HEALTHREQUEST']._serialized_start=1512
+  _globals['_HEALTHREQUEST']._serialized_end=1613
+  _globals['_HEALTHREPLY']._serialized_start=1616
+  _globals['_HEALTHREPLY']._serialized_end=1772
+  _globals['_LEARNER']._serialized_start=1775
+  _globals['_LEARNER']._serialized_end=2260
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ class CameraSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class RobotSpec(_message.Message):
-    __slots__ = ("robot_id", "embodiment", "state_dim", "action_dim", "cameras", "action_low", "action_high", "software_version", "task", "fps", "trace_dim")
+    __slots__ = ("robot_id", "embodiment", "state_dim", "action_dim", "cameras", "action_low", "action_high", "software_version", "task", "fps", "trace_dim", "chunk", "num_decisions")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     EMBODIMENT_FIELD_NUMBER: _ClassVar[int]
     STATE_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class RobotSpec(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     TRACE_DIM_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    NUM_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     embodiment: str
     state_dim: int
@@ -42,7 +44,9 @@ class RobotSpec(_message.Message):
     task: str
     fps: int
     trace_dim: int
-    def __init__(self, robot_id: _Optional[str] = ..., embodiment: _Optional[str] = ..., state_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., cameras: _Optional[_Iterable[_Union[CameraSpec, _Mapping]]] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., software_version: _Optional[str] = ..., task: _Optional[str] = ..., fps: _Optional[int] = ..., trace_dim: _Optional[int] = ...) -> None: ...
+    chunk: int
+    num_decisions: int
+    def __init__(self, robot_id: _Optional[str] = ..., embodiment: _Optional[str] = ..., state_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., cameras: _Optional[_Iterable[_Union[CameraSpec, _Mapping]]] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., software_version: _Optional[str] = ..., task: _Optional[str] = ..., fps: _Optional[int] = ..., trace_dim: _Optional[int] = ..., chunk: _Optional[int] = ..., num_decisions: _Optional[int] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("spec",)
@@ -51,17 +55,19 @@ class RegisterRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[RobotSpec, _Mapping]] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
-    __slots__ = ("session_id", "policy_version", "max_message_bytes")
+    __slots__ = ("session_id", "policy_version", "max_message_bytes", "group_size")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     policy_version: int
     max_message_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    group_size: int
+    def __init__(self, session_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., group_size: _Optional[int] = ...) -> None: ...
 
 class EpisodeChunk(_message.Message):
-    __slots__ = ("session_id", "robot_id", "episode_id", "chunk_index", "last", "num_steps", "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp", "images", "success_episode", "trace")
+    __slots__ = ("session_id", "robot_id", "episode_id", "chunk_index", "last", "num_steps", "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp", "images", "success_episode", "trace", "reset_seed", "chunk_step", "chunk_action")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +86,9 @@ class EpisodeChunk(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_EPISODE_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
+    RESET_SEED_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_STEP_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ACTION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     robot_id: str
     episode_id: str
@@ -98,7 +107,10 @@ class EpisodeChunk(_message.Message):
     images: _containers.RepeatedCompositeFieldContainer[Frame]
     success_episode: bool
     trace: bytes
-    def __init__(self, session_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., last: _Optional[bool] = ..., num_steps: _Optional[int] = ..., state: _Optional[bytes] = ..., action: _Optional[bytes] = ..., reward: _Optional[bytes] = ..., done: _Optional[bytes] = ..., intervention: _Optional[bytes] = ..., policy_version: _Optional[bytes] = ..., timestamp: _Optional[bytes] = ..., success: _Optional[bytes] = ..., logp: _Optional[bytes] = ..., images: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., success_episode: _Optional[bool] = ..., trace: _Optional[bytes] = ...) -> None: ...
+    reset_seed: int
+    chunk_step: bytes
+    chunk_action: bytes
+    def __init__(self, session_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., last: _Optional[bool] = ..., num_steps: _Optional[int] = ..., state: _Optional[bytes] = ..., action: _Optional[bytes] = ..., reward: _Optional[bytes] = ..., done: _Optional[bytes] = ..., intervention: _Optional[bytes] = ..., policy_version: _Optional[bytes] = ..., timestamp: _Optional[bytes] = ..., success: _Optional[bytes] = ..., logp: _Optional[bytes] = ..., images: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., success_episode: _Optional[bool] = ..., trace: _Optional[bytes] = ..., reset_seed: _Optional[int] = ..., chunk_step: _Optional[bytes] = ..., chunk_action: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("camera", "data")
@@ -155,6 +167,20 @@ class PolicyChunk(_message.Message):
     config_json: str
     published_at: float
     def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., config_json: _Optional[str] = ..., published_at: _Optional[float] = ...) -> None: ...
+
+class SeedRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class SeedReply(_message.Message):
+    __slots__ = ("seed", "group")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    group: int
+    def __init__(self, seed: _Optional[int] = ..., group: _Optional[int] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ("session_id", "held_version", "held_since", "spooled_chunks")

@@ -59,6 +59,11 @@ class LearnerStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.HealthRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.HealthReply.FromString,
                 _registered_method=True)
+        self.EpisodeSeed = channel.unary_unary(
+                '/robopolicy.fleet.Learner/EpisodeSeed',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SeedRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.SeedReply.FromString,
+                _registered_method=True)
 
 
 class LearnerServicer:
@@ -94,6 +99,13 @@ class LearnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EpisodeSeed(self, request, context):
+        """GRPO groups: FAILED_PRECONDITION when the learner has none
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_LearnerServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.HealthRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.HealthReply.SerializeToString,
+            ),
+            'EpisodeSeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.EpisodeSeed,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SeedRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.SeedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class Learner:
             '/robopolicy.fleet.Learner/Health',
             fleet_dot_proto_dot_fleet__pb2.HealthRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.HealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EpisodeSeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/robopolicy.fleet.Learner/EpisodeSeed',
+            fleet_dot_proto_dot_fleet__pb2.SeedRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.SeedReply.FromString,
             options,
             channel_credentials,
             insecure,

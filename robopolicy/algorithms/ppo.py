@@ -196,6 +196,9 @@ class PPO:
         adv, returns = gae(reward, value, next_value, rollout.terminated, rollout.done, gamma, cfg.gae_lambda)
         if rollout.advantages is not None:  # the source estimated them (group-relative); the critic keeps GAE returns
             adv = rollout.advantages.to(value)
+        # Steps whose executed action is not the stored sample (a teleoperator's, for a head whose trace cannot be
+        # inverted) are left out of the pg term; they still train the critic.
+        extras = {"pg_mask": flatten_time(rollout.masks["pg"]).to(value)} if "pg" in rollout.masks else {}
         return MiniBatch(
             obs=obs,
             norm_obs=norm_obs,
@@ -204,6 +207,7 @@ class PPO:
             advantages=flatten_time(adv),
             returns=flatten_time(returns),
             value=flatten_time(value),
+            extras=extras,
         )
 
     def _set_lr(self, progress: float) -> None:

@@ -3,6 +3,8 @@
     r_{n,s} = exp(log pi(d_{n,s}) - log pi_old(d_{n,s}))           ratio per decision s
     L       = -mean_{n,s} min(r A_n, clip(r, 1 - eps, 1 + eps) A_n)
 A policy step's advantage A_n is shared by all its S decisions (denoising steps, tokens).
+With ``extras["pg_mask"]`` (N,) in the minibatch, the mean (and the advantage normalization) runs over the steps
+whose mask is 1 only: steps whose executed action is not their stored sample contribute nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +25,19 @@ class PPOClipTerm(ObjectiveTerm):
     def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         mb = cache.mb
         adv = mb.advantages
+        mask = mb.extras.get("pg_mask")                      # (N,) or None: every step
         if self.normalize_advantage and adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            if mask is None:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            elif mask.sum() > 1:
+                kept = adv[mask > 0]
+                adv = (adv - kept.mean()) / (kept.std() + 1e-8)
         log_ratio = cache.logp - mb.logp                    # (N, S)
         ratio = log_ratio.exp()
         adv = adv.unsqueeze(-1)                              # (N, 1) broadcast over S
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef) * adv)
+        if mask is not None:
+            surrogate = surrogate * mask.unsqueeze(-1) * (mask.numel() / mask.sum().clamp(min=1.0))
         with torch.no_grad():
             # k3 estimator of KL(old || new): E[(r - 1) - log r], low variance, always >= 0.
             approx_kl = ((ratio - 1) - log_ratio).mean()

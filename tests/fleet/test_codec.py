@@ -60,3 +60,35 @@ def test_spec_checks():
     big = make_spec("robot-0", (("front", 512, 512),))
     with pytest.raises(PayloadError, match=r"spec.cameras\[front\]: 512x512"):
         check_spec(big, limits)
+
+
+def _chunked(T: int = 6):
+    """A robot with H = 4 action chunks and S = 3 decisions per policy step: rows 0..3 one chunk, 4..5 the next."""
+    spec = make_spec("robot-0")
+    spec.chunk, spec.num_decisions, spec.trace_dim = 4, 3, 8
+    piece = make_piece(T)
+    piece.chunk_step = (np.arange(T) % 4).astype(np.uint16)
+    piece.chunk_action = np.zeros((T, 4 * 2), np.float32)
+    piece.logp = np.zeros((T, 3), np.float32)
+    piece.trace = np.zeros((T, 8), np.float32)
+    return spec, piece
+
+
+def test_chunk_fields_roundtrip_and_are_checked():
+    spec, piece = _chunked()
+    piece.logp[4] = [-1.0, -2.0, -3.0]
+    out = decode_chunk(spec, encode_chunk(spec, piece, "s", "ep", 0, True, reset_seed=7))
+    np.testing.assert_array_equal(out.chunk_step, piece.chunk_step)
+    assert out.logp.shape == (6, 3) and out.logp[4].tolist() == [-1.0, -2.0, -3.0]
+    assert encode_chunk(spec, piece, "s", "ep", 0, True, reset_seed=7).reset_seed == 7
+    missing = encode_chunk(spec, piece, "s", "ep", 0, True)
+    missing.chunk_step = b""
+    with pytest.raises(PayloadError, match=r"chunk_step: required when the robot registered chunk=4"):
+        decode_chunk(spec, missing)
+    piece.chunk_step[4] = 2  # a chunk cannot jump from row 3 to row 2 of the next one
+    with pytest.raises(PayloadError, match=r"chunk_step: 2 at step 4 after 3, expected 0 or 4"):
+        decode_chunk(spec, encode_chunk(spec, piece, "s", "ep", 0, True))
+    spec, piece = _chunked()
+    piece.logp = np.zeros(6, np.float32)  # one summed log-prob per step: the old wire, S = 1
+    with pytest.raises(PayloadError, match=r"logp: 24 bytes, expected shape \(6, 3\) float32"):
+        decode_chunk(spec, encode_chunk(spec, piece, "s", "ep", 0, True))

@@ -44,7 +44,7 @@ def test_packing_into_lanes():
     assert r.truncated[:, 1].tolist() == [False, False, False, True]
     np.testing.assert_array_equal(r.final_obs[OBS_STATE][0, 0].numpy(), s0[1])  # the state each step reached
     np.testing.assert_array_equal(r.final_obs[OBS_STATE][3, 0].numpy(), s2[1])
-    assert [ep.episode_id for ep in source._backlog] == ["ep3"]
+    assert [ep.episode_id for ep, _ in source._backlog] == ["ep3"]
 
 
 def test_stale_episodes_dropped_or_kept():

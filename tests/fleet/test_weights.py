@@ -77,3 +77,33 @@ def test_corrupt_weights_refused_last_good_kept(tmp_path, certs, tokens):
         worker.close()
         client.stop()
         learner.close()
+
+
+def test_skip_weight_init_from_two_threads_restores_the_real_init():
+    """Two robot clients in one process loading at once: A enters, B enters, A leaves, B leaves."""
+    import threading
+
+    from fleet.weights import skip_weight_init
+
+    real = torch.nn.init.orthogonal_
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with skip_weight_init():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with skip_weight_init():
+            b_in.set()
+            a_out.wait(5)
+            assert torch.nn.init.orthogonal_ is not real  # still patched while B builds
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert torch.nn.init.orthogonal_ is real
