@@ -31,7 +31,7 @@ TASKS = {"reach": "metaworld_reach", "push": "metaworld_push", "pick_place": "me
 # learning rates from the first single-seed figures (docs/benchmarks.md): flow at 1e-4 undertrains
 HEAD_LR = {"diffusion": 1e-4, "flow": 1e-3, "tokens": 3e-4, "gaussian": 1e-4}
 REGIMES = {
-    "clean": {"demos": 50, "action_noise": 0.0, "suboptimal_frac": 0.0, "steps": 10_000},
+    "clean": {"demos": 50, "action_noise": 0.0, "suboptimal_frac": 0.0, "steps": 6_000},
     "noisy": {"demos": 10, "action_noise": 0.3, "suboptimal_frac": 0.2, "steps": 3_000},
 }
 
@@ -154,7 +154,7 @@ def main() -> None:
                     steps = args.steps or REGIMES[regime]["steps"]
                     jobs.append({"task": task, "head": head, "regime": regime, "seed": seed, "steps": steps,
                                  "dataset": str(dataset), "eval_episodes": args.eval_episodes, "root": str(args.root),
-                                 "name": f"{regime}-{task}-{head}-s{seed}"})
+                                 "name": f"{regime}-{task}-{head}-s{seed}-{steps}steps"})
     rows = []
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for i, row in enumerate(pool.imap_unordered(train_cell, jobs), 1):
