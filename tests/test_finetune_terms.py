@@ -108,6 +108,21 @@ def test_critic_warmup_trains_only_the_critic_then_the_actor():
     assert any(not torch.equal(a, b) for a, b in zip(actor0, policy.parameters()))
 
 
+def test_actor_lr_ramps_over_its_first_updates_after_the_critic_warmup():
+    policy = make_policy("gaussian")
+    critic = ValueCritic(3, CriticConfig(hidden_sizes=[16]))
+    cfg = PPOConfig(n_steps=16, batch_size=16, n_epochs=1, learning_rate=1e-3, critic_learning_rate=1e-2,
+                    critic_warmup_updates=1, actor_lr_warmup_updates=4)
+    ppo = PPO(policy, critic, cfg, num_envs=4)
+    ppo.update(synthetic_rollout(policy))  # critic warm-up: the actor does not step
+    actor_lrs, critic_lrs = [], []
+    for _ in range(5):
+        actor_lrs.append(ppo.update(synthetic_rollout(policy))["ppo/lr"])
+        critic_lrs.append(ppo.optimizer.param_groups[1]["lr"])
+    assert actor_lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    assert critic_lrs == pytest.approx([1e-2] * 5)
+
+
 def test_bc_coefficient_decays_per_update():
     policy = make_policy("gaussian")
     critic = ValueCritic(3, CriticConfig(hidden_sizes=[16]))

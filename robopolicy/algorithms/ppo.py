@@ -87,6 +87,10 @@ class PPOConfig:
     """Weight of the clipped policy-gradient term (0: no reward signal, e.g. pure distillation)."""
     critic_warmup_updates: int = 0
     """First updates that train only the critic (fine-tuning a pretrained actor with a fresh critic)."""
+    actor_lr_warmup_updates: int = 0
+    """The actor's step size ramps linearly over its first N updates (lr/N, 2 lr/N, ..., lr): a pretrained actor's
+    first Adam steps (sign-like, every weight moved by ~lr at once) otherwise undo its pretraining before the
+    critic has seen its returns. 0: full lr from the first update."""
     critic_pretrain_steps: int = 0
     """Offline phase (o2o): critic gradient steps on the dataset= demos' discounted returns before any env step."""
     bc_coef: float = 0.0
@@ -117,6 +121,7 @@ class PPOConfig:
             "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
             "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
             "critic_warmup_updates": self.critic_warmup_updates >= 0,
+            "actor_lr_warmup_updates": self.actor_lr_warmup_updates >= 0,
             "critic_pretrain_steps": self.critic_pretrain_steps >= 0, "bc_coef": self.bc_coef >= 0,
             "bc_decay": 0 <= self.bc_decay <= 1, "bc_batch_size": self.bc_batch_size >= 1,
             "anchor_coef": self.anchor_coef >= 0, "distill_coef": self.distill_coef >= 0,
@@ -211,9 +216,13 @@ class PPO:
         )
 
     def _set_lr(self, progress: float) -> None:
-        frac = max(0.0, 1.0 - progress) if self.config.anneal_lr else 1.0
+        cfg = self.config
+        frac = max(0.0, 1.0 - progress) if cfg.anneal_lr else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * frac
+        if cfg.actor_lr_warmup_updates > 0:  # group 0 is the actor; counted from its first update
+            actor_updates = max(0, self.num_updates - cfg.critic_warmup_updates)
+            self.optimizer.param_groups[0]["lr"] *= min(1.0, (actor_updates + 1) / cfg.actor_lr_warmup_updates)
 
     def update(self, rollout: Rollout, progress: float = 0.0) -> dict[str, float]:
         """One PPO update on a rollout; ``progress`` in [0, 1] drives LR annealing."""
