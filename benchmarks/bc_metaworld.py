@@ -70,9 +70,9 @@ def train_cell(job: dict) -> dict:
     t0 = time.perf_counter()
     cfg = compose("train", [f"env={TASKS[job['task']]}", "env.chunk=4", "algo=bc", f"policy={job['head']}",
                             f"dataset={job['dataset']}", f"seed={job['seed']}", f"algo.steps={job['steps']}",
-                            f"algo.learning_rate={HEAD_LR[job['head']]}", f"algo.warmup_steps={min(500, job['steps'] // 10)}",
+                            f"algo.learning_rate={job['lr']}", f"algo.warmup_steps={min(500, job['steps'] // 10)}",
                             "algo.eval_every=0", f"eval_episodes={job['eval_episodes']}", "logger=none",
-                            f"runs_dir={Path(job['root']) / 'runs'}", f"name={job['name']}"])
+                            f"runs_dir={Path(job['root']) / 'runs'}", f"name={job['name']}", *job["overrides"]])
     result = run_training(cfg, show_progress=False)
     out = {k: job[k] for k in ("task", "head", "regime", "seed", "steps")} | {
         "success": float(result.eval_summary["success_rate"]), "return": float(result.eval_summary["return_mean"]),
@@ -134,6 +134,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--steps", type=int, default=None, help="BC steps for every regime (default: the regime's)")
+    p.add_argument("--lr", type=float, default=None, help="BC learning rate for every head (default: HEAD_LR)")
+    p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run, e.g. policy.head_options.prediction_type=sample")
+    p.add_argument("--tag", default="", help="suffix for run names, so variants do not share the cache")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--root", type=Path, default=Path("runs/bench_bc_metaworld"))
     p.add_argument("--quick", action="store_true", help="reach, diffusion + gaussian, 1 seed, 300 steps, 5 episodes")
@@ -151,10 +154,11 @@ def main() -> None:
                 n = 2 if args.quick else REGIMES[regime]["demos"]
                 dataset = record(task, regime, seed, args.root, n)
                 for head in args.heads:
-                    steps = args.steps or REGIMES[regime]["steps"]
+                    steps, lr = args.steps or REGIMES[regime]["steps"], args.lr or HEAD_LR[head]
                     jobs.append({"task": task, "head": head, "regime": regime, "seed": seed, "steps": steps,
                                  "dataset": str(dataset), "eval_episodes": args.eval_episodes, "root": str(args.root),
-                                 "name": f"{regime}-{task}-{head}-s{seed}-{steps}steps"})
+                                 "lr": lr, "overrides": args.override,
+                                 "name": f"{regime}-{task}-{head}-s{seed}-{steps}steps-lr{lr:g}{args.tag}"})
     rows = []
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for i, row in enumerate(pool.imap_unordered(train_cell, jobs), 1):
@@ -166,9 +170,10 @@ def main() -> None:
         md, results[regime] = table(rows, regime, args.heads, args.tasks)
         print(f"\n{regime}: {2 if args.quick else REGIMES[regime]['demos']} demos, {args.steps or REGIMES[regime]['steps']} BC steps, "
               f"success % over {args.eval_episodes} episodes, mean ± std (per seed)\n{md}")
-    (args.root / "results.json").write_text(json.dumps({"rows": rows, "table": results}, indent=1))
-    plot(results, args.root / "bc_metaworld.png", args.heads, args.tasks)
-    print(f"\nwrote {args.root / 'results.json'} and {args.root / 'bc_metaworld.png'}")
+    out_json, out_png = args.root / f"results{args.tag}.json", args.root / f"bc_metaworld{args.tag}.png"
+    out_json.write_text(json.dumps({"rows": rows, "table": results}, indent=1))
+    plot(results, out_png, args.heads, args.tasks)
+    print(f"\nwrote {out_json} and {out_png}")
     summary = {f"{regime}/{cell}": round(v["mean"], 3) for regime, cells in results.items() for cell, v in cells.items()}
     print(json.dumps(summary | {"runs": len(rows), "wall_s": round(time.perf_counter() - t0, 1)}))
 

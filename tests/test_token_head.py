@@ -201,11 +201,28 @@ def test_state_dict_roundtrip_reproduces_log_prob(tmp_path):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("num_bins", 1), ("binning", "log"), ("d_model", 0), ("num_layers", 0), ("num_heads", 3),
-    ("dropout", 1.0), ("temperature", 0.0),
+    ("dropout", 1.0), ("temperature", 0.0), ("label_std", -1.0),
 ])
 def test_invalid_config_raises_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TokenHeadConfig(**{field: value})
+
+
+def test_soft_targets_center_on_the_action_and_vanish_into_one_hot():
+    torch.manual_seed(0)
+    head = make_head(num_bins=32, label_std=1.0)
+    actions = torch.rand(B, H, A) * 1.6 - 0.8  # interior, so the Gaussian is not cut by the range
+    p = head.soft_targets(actions)
+    assert p.shape == (B, S, 32)
+    assert torch.allclose(p.sum(-1), torch.ones(B, S))
+    centers = head.bin_centers[torch.arange(S) % A]  # (S, nb)
+    assert torch.allclose((p * centers).sum(-1), actions.reshape(B, S), atol=0.01)  # bin width 0.0625
+    assert torch.equal(p.argmax(-1), head.tokenize(actions))
+    feat = torch.randn(B, F_DIM)
+    hard = make_head(num_bins=32)
+    hard.load_state_dict(head.state_dict())
+    head.config.label_std = 1e-3  # far below a bin width: the targets are one-hot
+    assert torch.allclose(head.imitation_loss(feat, actions), hard.imitation_loss(feat, actions), atol=1e-5)
 
 
 def test_bad_trace_raises():

@@ -47,6 +47,10 @@ class TokenHeadConfig:
     """Dropout inside the transformer layers (keep 0 for RL: log_prob must match sample's logp)."""
     temperature: float = 1.0
     """Softmax temperature used when sampling only; logp is always that of the temperature-1 policy."""
+    label_std: float = 0.0
+    """BC targets: 0 = one-hot tokens; > 0 = a Gaussian of this std (in uniform bin widths, 2 / num_bins)
+    around the continuous action, integrated over each bin (HL-Gauss), so neighbouring bins share
+    credit and the classifier learns that bins are ordered."""
 
     def __post_init__(self) -> None:
         if self.binning not in BINNINGS:
@@ -64,6 +68,8 @@ class TokenHeadConfig:
             raise ValueError(f"TokenHeadConfig.dropout must be in [0, 1), got {self.dropout}")
         if not (self.temperature > 0.0 and math.isfinite(self.temperature)):
             raise ValueError(f"TokenHeadConfig.temperature must be finite and > 0, got {self.temperature}")
+        if not (self.label_std >= 0.0 and math.isfinite(self.label_std)):
+            raise ValueError(f"TokenHeadConfig.label_std must be finite and >= 0, got {self.label_std}")
 
 
 class TokenHead(ActionHead):
@@ -200,7 +206,20 @@ class TokenHead(ActionHead):
         """Teacher-forced cross-entropy of the tokenized target chunks (B, H, A); scalar (mean over B*S)."""
         tokens = self.tokenize(actions)
         logits = self.logits(feat, tokens)
-        return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        if self.config.label_std == 0.0:
+            return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        return -(self.soft_targets(actions) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+    def soft_targets(self, actions: Tensor) -> Tensor:
+        """HL-Gauss targets (B, S, num_bins): the mass of N(x_s, sigma^2) in each bin of x_s's dimension,
+        sigma = label_std * 2 / num_bins, renormalized to the bins inside [-1, 1]."""
+        b = actions.shape[0]
+        x = actions.clamp(-1.0, 1.0).reshape(b, self.num_decisions, 1)  # (h, a) row-major, as tokenize
+        edges = self.bin_edges[torch.arange(self.num_decisions, device=x.device) % self.action_dim]  # (S, nb + 1)
+        sigma = self.config.label_std * 2.0 / self.config.num_bins
+        cdf = torch.special.ndtr((edges.to(x.dtype) - x) / sigma)  # (B, S, nb + 1)
+        mass = cdf[..., 1:] - cdf[..., :-1]
+        return mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
 
     def divergence(
         self, feat: Tensor, trace: Tensor, teacher_head: ActionHead, teacher_feat: Tensor, kind: DivergenceKind
