@@ -162,6 +162,8 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     if policy.config.encoder.language.kind != "none":
         obs[TASK] = np.asarray(demos.task)  # type: ignore[assignment]  (strings, indexed by DemoSampler)
     set_obs_stats(policy, getattr(demos, "stats", None), obs)
+    if resume_ckpt is None and getattr(policy.head.config, "binning", None) == "quantile":
+        policy.head.fit_bins(policy.scaler.from_env(actions))  # token bins follow the demos' action density
     bc = BC(policy, algo_cfg)
     bc.sync_ema()
     state: dict[str, Any] = {"step": 0, "best_return": -float("inf")}

@@ -184,6 +184,18 @@ def test_run_bc_end_to_end_writes_the_run_folder(tmp_path, fake_loader):
     assert result.eval_summary is not None and result.eval_summary["episodes"] == 2
 
 
+def test_run_bc_fits_quantile_token_bins_to_the_demo_actions(tmp_path, fake_loader):
+    fake_loader["data"], _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0)
+    cfg = bc_cfg(tmp_path, "policy=tokens", "policy.head_options.binning=quantile", "policy.head_options.num_bins=8",
+                 "policy.head_options.d_model=16", "algo.steps=2", "algo.eval_every=0", "eval_episodes=0")
+    result = run_training(cfg, show_progress=False)
+    edges = Policy.from_pretrained(result.checkpoint / "policy").head.bin_edges[0]
+    demo = fake_loader["data"].actions.flatten()
+    counts = torch.histogram(demo, edges.to(demo.dtype)).hist
+    assert not torch.allclose(edges, torch.linspace(-1, 1, 9))  # fitted, not the uniform start
+    assert counts.min() >= 0.5 * counts.max()  # each bin holds about the same share of the demo actions
+
+
 def test_run_bc_rejects_a_dataset_that_does_not_fit_the_env(tmp_path, fake_loader):
     fake_loader["data"], _ = synthetic_demos(50, state_dim=4, action_dim=2, chunk=1)
     with pytest.raises(ConfigError, match=r"\(50, 4\).*\(N, 2\)"):
