@@ -7,6 +7,7 @@
         epochs of pg (PPO clip per decision, ratio to pi_old) [+ bc_coef * bc on the demos]
         OPE(pi) = mean_{s held out, m} Q(s, a_m ~ pi(s))  (same noise for old and new)
         keep pi if OPE(pi) > OPE(pi_old) + margin * std(G), else restore pi_old and stop
+No round runs when Q explains less than ``offline_q_min_heldout_ev`` of the held-out episodes' returns.
 
 Why Monte-Carlo and not fitted-Q/SARSA: o2o demos are whole episodes (``stop_on_success=false``), so
 G_i is an unbiased sample of Q_beta(s_i, a_i) (the chunk a_i = the H actions executed from frame i,
@@ -146,6 +147,9 @@ def improve_offline(policy: Policy, obs: Obs, actions: Tensor, reward: Tensor, e
     held_obs, m = _take(obs, held), config.offline_improve_samples
     margin = config.offline_ope_margin * float(q.ret_std)
     ope_old = ope(policy, q, held_obs, m, seed)
+    if q_metrics["offline/q_explained_variance_heldout"] < config.offline_q_min_heldout_ev:
+        return [q_metrics | {"offline/ope_old": ope_old, "offline/ope_new": ope_old, "offline/accepted": 0.0,
+                             "offline/q_rejected": 1.0}]
     rows: list[dict[str, float]] = []
     for it in range(config.offline_improve_iters):
         old = {k: v.detach().clone() for k, v in policy.state_dict().items()}
@@ -164,7 +168,7 @@ def improve_offline(policy: Policy, obs: Obs, actions: Tensor, reward: Tensor, e
         row |= {"offline/iteration": float(it), "offline/ope_old": ope_old, "offline/ope_new": ope_new,
                 "offline/accepted": float(accepted), "offline/adv_std": float(adv.std()),
                 "offline/minibatches": float(len(history)), "offline/early_stop": float(stopped)}
-        rows.append((q_metrics if it == 0 else {}) | row)
+        rows.append((q_metrics | {"offline/q_rejected": 0.0} if it == 0 else {}) | row)
         if not accepted:
             policy.load_state_dict(old)
             break

@@ -35,9 +35,9 @@ def tiny_policy(head: str, chunk: int = 1, options: dict | None = None) -> Polic
 
 
 def config(**kw) -> PPOConfig:
-    base = dict(name="o2o", offline_improve_iters=3, offline_q_steps=300, offline_improve_epochs=4,
-                offline_improve_states=128, offline_improve_samples=8, batch_size=256, learning_rate=1e-2,
-                critic_learning_rate=3e-3, bc_batch_size=128, clip_coef=0.2, target_kl=None)
+    base = {"name": "o2o", "offline_improve_iters": 3, "offline_q_steps": 300, "offline_improve_epochs": 4,
+            "offline_improve_states": 128, "offline_improve_samples": 8, "batch_size": 256, "learning_rate": 1e-2,
+            "critic_learning_rate": 3e-3, "bc_batch_size": 128, "clip_coef": 0.2, "target_kl": None}
     return PPOConfig(**(base | kw))
 
 
@@ -78,6 +78,18 @@ def test_improvement_shifts_a_broad_policy_toward_the_rewarded_actions():
     assert {"offline/q_loss", "loss/pg", "pg/approx_kl"} <= set(rows[0])
 
 
+def test_a_q_that_does_not_generalize_leaves_the_policy_untouched():
+    torch.manual_seed(0)
+    obs, actions, reward, episode = two_mode_demos()
+    reward = torch.rand(reward.shape, generator=torch.Generator().manual_seed(3))  # returns that nothing predicts
+    policy = tiny_policy("gaussian", options={"log_std_init": -0.7})
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    rows = improve_offline(policy, obs, actions, reward, episode, config())
+    assert len(rows) == 1 and rows[0]["offline/q_rejected"] == 1.0 and rows[0]["offline/accepted"] == 0.0
+    assert rows[0]["offline/q_explained_variance_heldout"] < 0.0
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+
+
 def test_a_rejected_round_restores_the_weights_byte_for_byte():
     torch.manual_seed(0)
     obs, actions, reward, episode = two_mode_demos()
@@ -103,7 +115,7 @@ def test_every_head_runs_the_offline_phase(head):
     rows = improve_offline(policy, obs, actions, reward, episode,
                            config(offline_improve_iters=1, offline_q_steps=20, offline_improve_epochs=1,
                                   offline_improve_states=16, offline_improve_samples=2, batch_size=16,
-                                  learning_rate=1e-3, bc_coef=0.1))
+                                  learning_rate=1e-3, bc_coef=0.1, offline_q_min_heldout_ev=-1e9))
     row = rows[0]
     assert {"offline/ope_old", "offline/ope_new", "offline/accepted", "loss/pg", "loss/bc"} <= set(row)
     assert all(torch.isfinite(torch.tensor(v)) for v in row.values())

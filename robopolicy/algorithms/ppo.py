@@ -108,6 +108,9 @@ class PPOConfig:
     """Actor step size of the offline rounds; None: learning_rate."""
     offline_ope_margin: float = 0.0
     """A round is kept only if OPE(new) > OPE(old) + margin * std(demo returns): the gate's required gain."""
+    offline_q_min_heldout_ev: float = 0.0
+    """Skip the rounds (policy untouched) when Q's explained variance of the held-out demo returns is below this:
+    a Q that does not generalize across episodes can neither rank the policy's actions nor gate them."""
     offline_holdout_frac: float = 0.2
     """Fraction of demo episodes held out from the Q fit and the rounds, on which OPE scores the policies."""
     bc_coef: float = 0.0
@@ -145,7 +148,7 @@ class PPOConfig:
             "offline_improve_states": self.offline_improve_states >= 1,
             "offline_improve_samples": self.offline_improve_samples >= 2,
             "offline_learning_rate": self.offline_learning_rate is None or self.offline_learning_rate > 0,
-            "offline_ope_margin": self.offline_ope_margin >= 0,
+            "offline_ope_margin": self.offline_ope_margin >= 0, "offline_q_min_heldout_ev": self.offline_q_min_heldout_ev <= 1,
             "offline_holdout_frac": 0 < self.offline_holdout_frac < 1, "bc_coef": self.bc_coef >= 0,
             "bc_decay": 0 <= self.bc_decay <= 1, "bc_batch_size": self.bc_batch_size >= 1,
             "anchor_coef": self.anchor_coef >= 0, "distill_coef": self.distill_coef >= 0,
@@ -161,7 +164,7 @@ class PPOConfig:
                              "(n_steps, batch_size, n_epochs >= 1; 0 < gamma <= 1; 0 <= gae_lambda <= 1; "
                              "clip_coef, max_grad_norm, target_kl > 0; coefficients >= 0; 0 <= bc_decay <= 1; "
                              "offline_*: iters >= 0, q_steps, epochs, states >= 1, samples >= 2, learning_rate > 0, "
-                             "ope_margin >= 0, 0 < holdout_frac < 1; "
+                             "ope_margin >= 0, q_min_heldout_ev <= 1, 0 < holdout_frac < 1; "
                              f"kinds in {DIVERGENCE_KINDS} (+ dagger for distill_kind); advantage in gae, grpo, "
                              "gdpo; group_size >= 2; act_with=teacher needs distill_kind=dagger)")
 
