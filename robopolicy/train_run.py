@@ -19,6 +19,7 @@ from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.evaluate import eval_metrics, evaluate
 from robopolicy.group_rollouts import GroupRollouts
 from robopolicy.offline_critic import discounted_returns, pretrain_critic
+from robopolicy.offline_improve import improve_offline
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
@@ -115,16 +116,18 @@ def auxiliary_inputs(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) 
             raise ConfigError("init_policy: required when algo.anchor_coef > 0 (the policy to stay close to)")
         out["reference"] = _checked_policy("init_policy", cfg.init_policy, cfg, env,
                                            cfg.get("init_head_options")).to(device)
-    if algo_cfg.bc_coef > 0 or algo_cfg.critic_pretrain_steps > 0:
+    offline = algo_cfg.critic_pretrain_steps > 0 or algo_cfg.offline_improve_iters > 0
+    if algo_cfg.bc_coef > 0 or offline:
         from robopolicy.bc_run import DemoSampler, load_demo_tensors  # bc_run imports this module
 
         demos, obs, actions = load_demo_tensors(cfg, env, device)
         if algo_cfg.bc_coef > 0:
             out["demos"] = DemoSampler(obs, actions, algo_cfg.bc_batch_size, seed=seed)
-        if algo_cfg.critic_pretrain_steps > 0:
+        if offline:
             if getattr(demos, "reward", None) is None:
-                raise ConfigError(f"dataset: {cfg.dataset} stores no next.reward; algo.critic_pretrain_steps needs it")
-            out["offline"] = (obs, demos.reward, demos.episode_index)
+                key = "critic_pretrain_steps" if algo_cfg.critic_pretrain_steps > 0 else "offline_improve_iters"
+                raise ConfigError(f"dataset: {cfg.dataset} stores no next.reward; algo.{key} needs it")
+            out["offline"] = (obs, actions, demos.reward.to(device), demos.episode_index.to(device))
     return out
 
 
@@ -216,14 +219,9 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     except ValueError as err:
         env.close()
         raise ConfigError(str(err)) from err
-    offline_metrics: dict[str, float] = {}
+    offline_metrics: list[dict[str, float]] = []
     if offline is not None and resume_ckpt is None:
-        obs, reward, episode = offline
-        returns = discounted_returns(reward, episode, algo_cfg.gamma)
-        offline_metrics = pretrain_critic(critic, policy.normalizer, obs, returns.to(cfg.device), algo.return_normalizer,
-                                          algo_cfg.critic_pretrain_steps,
-                                          algo_cfg.critic_learning_rate or algo_cfg.learning_rate,
-                                          algo_cfg.bc_batch_size, seed=int(cfg.seed))
+        offline_metrics = offline_phase(algo_cfg, policy, critic, algo, offline, aux["reference"], int(cfg.seed))
     state: dict[str, Any] = {"step": 0, "iteration": 0, "policy_version": 0}
     if resume_ckpt is not None:
         state = load_training_state(resume_ckpt, policy, critic)
@@ -234,11 +232,33 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     behaviour = aux["teacher"] if algo_cfg.act_with == "teacher" else None
     trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
                       evaluator=periodic_evaluator(cfg), behaviour=behaviour)
-    if offline_metrics:
-        logger.log(0, offline_metrics)
+    for row in offline_metrics:
+        logger.log(0, row)
     trainer.iteration = int(state["iteration"])
     trainer.best_return = float(state.get("best_return", -float("inf")))
     return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)
+
+
+def offline_phase(algo_cfg: PPOConfig, policy: Policy, critic: ValueCritic, algo: PPO, offline: tuple,
+                  reference: Policy | None, seed: int) -> list[dict[str, float]]:
+    """o2o before any env step: the critic on the demos' returns, then offline policy improvement (Uni-O4).
+    One metrics row per offline improvement round (the critic's metrics in the first)."""
+    obs, actions, reward, episode = offline
+    critic_metrics: dict[str, float] = {}
+    if algo_cfg.critic_pretrain_steps > 0:
+        returns = discounted_returns(reward.cpu(), episode.cpu(), algo_cfg.gamma)
+        critic_metrics = pretrain_critic(critic, policy.normalizer, obs, returns.to(reward.device),
+                                         algo.return_normalizer, algo_cfg.critic_pretrain_steps,
+                                         algo_cfg.critic_learning_rate or algo_cfg.learning_rate,
+                                         algo_cfg.bc_batch_size, seed=seed)
+    if algo_cfg.offline_improve_iters == 0:
+        return [critic_metrics] if critic_metrics else []
+    rows = improve_offline(policy, obs, actions, reward, episode, algo_cfg, seed=seed)
+    if reference is not None and any(r.get("offline/accepted") for r in rows):
+        # The anchor keeps the policy near where online training starts: the improved policy, not the BC one.
+        reference.load_state_dict(policy.state_dict())
+    rows[0] = critic_metrics | rows[0]
+    return rows
 
 
 def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) -> LocalRollouts | GroupRollouts:

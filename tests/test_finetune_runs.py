@@ -77,3 +77,16 @@ def test_teacher_rollouts_need_the_dagger_term(tmp_path):
     cfg = compose("train", [*TOY, "algo=distill", "algo.act_with=teacher", f"runs_dir={tmp_path}", "name=d"])
     with pytest.raises(ConfigError, match="act_with"):
         run_training(cfg, show_progress=False)
+
+
+def test_o2o_offline_improvement_logs_its_gated_rounds_at_step_0(tmp_path, bc_policy):
+    cfg = compose("train", [*TOY, "algo=o2o", f"init_policy={bc_policy}", f"dataset={tmp_path / 'demos'}",
+                            "algo.n_steps=16", "algo.batch_size=16", "algo.n_epochs=1", "algo.critic_pretrain_steps=20",
+                            "algo.offline_improve_iters=2", "algo.offline_q_steps=20", "algo.offline_improve_states=16",
+                            "algo.offline_improve_samples=2", "algo.offline_q_min_heldout_ev=-1e9", "total_steps=32",
+                            f"runs_dir={tmp_path / 'runs'}", "name=o2o"])
+    out = rows(run_training(cfg, show_progress=False).run_dir)
+    offline = [r for r in out if "offline/ope_old" in r]
+    assert 1 <= len(offline) <= 2 and all(r["step"] == 0 for r in offline)
+    assert "offline/critic_loss" in offline[0] and "offline/q_loss" in offline[0]
+    assert all(r["offline/accepted"] in (0.0, 1.0) and "loss/pg" in r for r in offline)

@@ -93,6 +93,26 @@ class PPOConfig:
     critic has seen its returns. 0: full lr from the first update."""
     critic_pretrain_steps: int = 0
     """Offline phase (o2o): critic gradient steps on the dataset= demos' discounted returns before any env step."""
+    offline_improve_iters: int = 0
+    """Offline policy improvement (o2o, Uni-O4; robopolicy/offline_improve.py): at most this many rounds of the pg term
+    on the demo states, each kept only if the off-policy estimate beats the previous policy's; 0: off."""
+    offline_q_steps: int = 2000
+    """Gradient steps fitting the chunk-level Q(s, a) to the demos' Monte-Carlo returns (offline_improve_iters > 0)."""
+    offline_improve_epochs: int = 4
+    """Passes of the pg (+ bc) minibatch loop over one round's sampled chains."""
+    offline_improve_states: int = 512
+    """Demo states sampled per round; each gets offline_improve_samples chains from the current policy."""
+    offline_improve_samples: int = 8
+    """M chains per state: the advantage is Q(s, a_m) - mean_m Q(s, a_m) (M >= 2)."""
+    offline_learning_rate: float | None = None
+    """Actor step size of the offline rounds; None: learning_rate."""
+    offline_ope_margin: float = 0.0
+    """A round is kept only if OPE(new) > OPE(old) + margin * std(demo returns): the gate's required gain."""
+    offline_q_min_heldout_ev: float = 0.0
+    """Skip the rounds (policy untouched) when Q's explained variance of the held-out demo returns is below this:
+    a Q that does not generalize across episodes can neither rank the policy's actions nor gate them."""
+    offline_holdout_frac: float = 0.2
+    """Fraction of demo episodes held out from the Q fit and the rounds, on which OPE scores the policies."""
     bc_coef: float = 0.0
     """Weight of the imitation term on the run's dataset= demos (DAPG); 0: off."""
     bc_decay: float = 1.0
@@ -122,7 +142,14 @@ class PPOConfig:
             "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
             "critic_warmup_updates": self.critic_warmup_updates >= 0,
             "actor_lr_warmup_updates": self.actor_lr_warmup_updates >= 0,
-            "critic_pretrain_steps": self.critic_pretrain_steps >= 0, "bc_coef": self.bc_coef >= 0,
+            "critic_pretrain_steps": self.critic_pretrain_steps >= 0,
+            "offline_improve_iters": self.offline_improve_iters >= 0, "offline_q_steps": self.offline_q_steps >= 1,
+            "offline_improve_epochs": self.offline_improve_epochs >= 1,
+            "offline_improve_states": self.offline_improve_states >= 1,
+            "offline_improve_samples": self.offline_improve_samples >= 2,
+            "offline_learning_rate": self.offline_learning_rate is None or self.offline_learning_rate > 0,
+            "offline_ope_margin": self.offline_ope_margin >= 0, "offline_q_min_heldout_ev": self.offline_q_min_heldout_ev <= 1,
+            "offline_holdout_frac": 0 < self.offline_holdout_frac < 1, "bc_coef": self.bc_coef >= 0,
             "bc_decay": 0 <= self.bc_decay <= 1, "bc_batch_size": self.bc_batch_size >= 1,
             "anchor_coef": self.anchor_coef >= 0, "distill_coef": self.distill_coef >= 0,
             "anchor_kind": self.anchor_kind in DIVERGENCE_KINDS,
@@ -136,6 +163,8 @@ class PPOConfig:
             raise ValueError(f"algo.{k}: invalid value {getattr(self, k)!r} "
                              "(n_steps, batch_size, n_epochs >= 1; 0 < gamma <= 1; 0 <= gae_lambda <= 1; "
                              "clip_coef, max_grad_norm, target_kl > 0; coefficients >= 0; 0 <= bc_decay <= 1; "
+                             "offline_*: iters >= 0, q_steps, epochs, states >= 1, samples >= 2, learning_rate > 0, "
+                             "ope_margin >= 0, q_min_heldout_ev <= 1, 0 < holdout_frac < 1; "
                              f"kinds in {DIVERGENCE_KINDS} (+ dagger for distill_kind); advantage in gae, grpo, "
                              "gdpo; group_size >= 2; act_with=teacher needs distill_kind=dagger)")
 
@@ -229,27 +258,10 @@ class PPO:
         cfg = self.config
         batch = self.prepare(rollout)
         self._set_lr(progress)
-        n = batch.advantages.shape[0]
-        history: list[dict[str, Tensor]] = []
-        stopped_early = False
         warmup = self.num_updates < cfg.critic_warmup_updates
         objective = self.critic_objective if warmup else self.objective
-        for _ in range(cfg.n_epochs):
-            perm = torch.randperm(n)
-            for start in range(0, n, cfg.batch_size):
-                mb = batch.index(perm[start : start + cfg.batch_size])
-                loss, metrics = objective(ForwardCache(self.policy, self.critic, mb))
-                kl = metrics.get("pg/approx_kl")
-                if cfg.target_kl is not None and kl is not None and float(kl) > 1.5 * cfg.target_kl:
-                    stopped_early = True
-                    break
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                metrics["grad_norm"] = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                self.optimizer.step()
-                history.append(metrics)
-            if stopped_early:
-                break
+        history, stopped_early = minibatch_epochs(objective, self.policy, self.critic, batch, self.optimizer,
+                                                  self.params, cfg, cfg.n_epochs)
         count = len(history)
         self.num_updates += 1
         if "bc" in self.objective.weights:
@@ -280,6 +292,38 @@ class PPO:
         self.num_updates = int(state["num_updates"])
         if self.return_normalizer is not None and "return_normalizer" in state:
             self.return_normalizer.load_state_dict(state["return_normalizer"])
+
+
+def minibatch_epochs(
+    objective: Objective,
+    policy: Policy,
+    critic: ValueCritic | None,
+    batch: MiniBatch,
+    optimizer: torch.optim.Optimizer,
+    params: list[Tensor],
+    config: PPOConfig,
+    epochs: int,
+    generator: torch.Generator | None = None,
+) -> tuple[list[dict[str, Tensor]], bool]:
+    """``epochs`` x shuffled minibatches of ``objective`` with a global grad-norm clip; stops early once the
+    approx KL to the behaviour policy exceeds 1.5 * target_kl. Shared by the online update and the offline
+    improvement phase (robopolicy/offline_improve.py), so both take the same steps. Returns (metrics, stopped)."""
+    n = batch.advantages.shape[0]
+    history: list[dict[str, Tensor]] = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator).to(batch.advantages.device)
+        for start in range(0, n, config.batch_size):
+            mb = batch.index(perm[start : start + config.batch_size])
+            loss, metrics = objective(ForwardCache(policy, critic, mb))
+            kl = metrics.get("pg/approx_kl")
+            if config.target_kl is not None and kl is not None and float(kl) > 1.5 * config.target_kl:
+                return history, True
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics["grad_norm"] = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            history.append(metrics)
+    return history, False
 
 
 def objective_terms(
