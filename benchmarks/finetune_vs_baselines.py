@@ -60,6 +60,7 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
                             *METHODS[method], f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
                             "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
+                            *args.override.get(method, []),
                             f"name={method}-{seed}"])
     t0 = time.perf_counter()
     result = run_training(cfg, show_progress=not args.quick)
@@ -107,7 +108,16 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--out", default="runs/bench-finetune")
+    parser.add_argument("--override", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
+                        help="extra Hydra override for one method, e.g. o2o:algo.n_steps=200")
     args = parser.parse_args()
+    overrides: dict[str, list[str]] = {}
+    for item in args.override:
+        method, sep, kv = item.partition(":")
+        if not sep or method not in METHODS:
+            parser.error(f"--override {item!r}: expected METHOD:KEY=VALUE with METHOD in {list(METHODS)}")
+        overrides.setdefault(method, []).append(kv)
+    args.override = overrides
     demos, bc_steps = 10, 3000
     if args.quick:
         demos, bc_steps, args.steps, args.eval_every, args.eval_episodes = 2, 100, 1600, 1600, 2
