@@ -122,6 +122,12 @@ class RobotConfig:
     """lerobot: the Robot config (type and fields) for lerobot's make_robot_from_config."""
     lerobot_imports: list[str] = field(default_factory=list)
     """lerobot: modules imported first so that third-party Robot classes register (fleet.lerobot_robot)."""
+    lerobot_cameras: list[str] = field(default_factory=list)
+    """lerobot: camera features streamed as observation.images.<cam>, e.g. [wrist, front]; [all]: every camera."""
+    lerobot_image_size: int = 84
+    """lerobot: S of the (3, S, S) frames the requested cameras are resized to."""
+    image_encoding: str = "jpeg"
+    """Wire encoding of camera frames: jpeg (lossy, quality 90, small) or png (lossless)."""
 
 
 @dataclass

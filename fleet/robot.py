@@ -39,7 +39,7 @@ from fleet.client import FleetClient
 from fleet.codec import EpisodePiece
 from fleet.proto import fleet_pb2 as pb
 from robopolicy.policy import Policy
-from robopolicy.types import OBS_STATE
+from robopolicy.types import OBS_IMAGES, OBS_STATE
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,26 @@ class InferenceWorker:
                 if self._staged is not None:
                     self.version, self.policy = self._staged
                     self._staged = None
-            sample = self.policy.act({OBS_STATE: torch.as_tensor(obs, dtype=torch.float32)[None]},
-                                     deterministic=self.deterministic)
+            sample = self.policy.act(batch_obs(obs), deterministic=self.deterministic)
             self._results.put(ChunkResult(sample.actions[0].numpy(), sample.trace[0].reshape(-1).float().numpy(),
                                           sample.logp[0].float().numpy(), self.version))
+
+
+def batch_obs(obs: np.ndarray | dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """One env observation -> the policy's obs with B=1: a state array, or a Dict of observation.state (D,) and
+    observation.images.<cam> (3, H, W) uint8 (kept uint8: the image encoder scales it)."""
+    if not isinstance(obs, dict):
+        return {OBS_STATE: torch.as_tensor(obs, dtype=torch.float32)[None]}
+    return {k: torch.as_tensor(v if k.startswith(f"{OBS_IMAGES}.") else np.asarray(v, np.float32))[None]
+            for k, v in obs.items()}
+
+
+def split_obs(obs: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(state (D,), {camera: (H, W, 3) uint8}): the wire sends frames HWC, as they are encoded and stored."""
+    if not isinstance(obs, dict):
+        return obs, {}
+    prefix = f"{OBS_IMAGES}."
+    return obs[OBS_STATE], {k[len(prefix):]: v.transpose(1, 2, 0) for k, v in obs.items() if k.startswith(prefix)}
 
 
 class ScriptedTeleop:
@@ -123,7 +139,7 @@ class EpisodeBuffer:
     chunk: int = 1          # H; > 1 records chunk_step and chunk_action
     rows: dict[str, list] = field(default_factory=lambda: {k: [] for k in (
         "state", "action", "reward", "done", "intervention", "policy_version", "timestamp", "success", "logp",
-        "trace", "chunk_step", "chunk_action")})
+        "trace", "chunk_step", "chunk_action", "images")})
 
     def add(self, **step) -> None:
         for k, v in step.items():
@@ -140,7 +156,8 @@ class EpisodeBuffer:
             intervention=np.asarray(r["intervention"], bool), policy_version=np.asarray(r["policy_version"], np.int64),
             timestamp=np.asarray(r["timestamp"], np.float64), success=np.asarray(r["success"], bool),
             logp=np.asarray(r["logp"], np.float32).reshape(len(self), self.num_decisions),
-            trace=np.asarray(r["trace"], np.float32).reshape(len(self), self.trace_dim))
+            trace=np.asarray(r["trace"], np.float32).reshape(len(self), self.trace_dim),
+            images={c: np.stack([f[c] for f in r["images"]]) for c in (r["images"][0] if r["images"] else {})})
         if self.chunk > 1:
             piece.chunk_step = np.asarray(r["chunk_step"], np.uint16)
             piece.chunk_action = np.asarray(r["chunk_action"], np.float32).reshape(len(self), -1)
@@ -150,12 +167,22 @@ class EpisodeBuffer:
 
 
 def sim_spec(robot_id: str, env: gym.Env, task: str, trace_dim: int, fps: int, chunk: int = 1,
-             num_decisions: int = 1) -> pb.RobotSpec:
-    obs_dim = int(np.prod(env.observation_space.shape))
+             num_decisions: int = 1, image_encoding: str = "jpeg") -> pb.RobotSpec:
+    """The registration of a robot whose env gives a state Box or a Dict of observation.state and
+    observation.images.<cam> (3, H, W) uint8: each camera is advertised as H x W in ``image_encoding``, so the
+    learner checks every frame's size."""
+    space = env.observation_space
+    state_space = space[OBS_STATE] if isinstance(space, gym.spaces.Dict) else space
     act = env.action_space
-    spec = pb.RobotSpec(robot_id=robot_id, embodiment=f"sim:{env.spec.id if env.spec else 'env'}", state_dim=obs_dim,
-                        action_dim=int(np.prod(act.shape)), software_version=_version(), task=task, fps=fps,
-                        trace_dim=trace_dim, chunk=chunk, num_decisions=num_decisions)
+    embodiment = getattr(env, "embodiment", None) or f"sim:{env.spec.id if env.spec else 'env'}"  # lerobot:<name>
+    spec = pb.RobotSpec(robot_id=robot_id, embodiment=embodiment,
+                        state_dim=int(np.prod(state_space.shape)), action_dim=int(np.prod(act.shape)),
+                        software_version=_version(), task=task, fps=fps, trace_dim=trace_dim, chunk=chunk,
+                        num_decisions=num_decisions)
+    for key, sub in (space.spaces.items() if isinstance(space, gym.spaces.Dict) else ()):
+        if key.startswith(f"{OBS_IMAGES}."):
+            _, h, w = sub.shape
+            spec.cameras.add(name=key[len(OBS_IMAGES) + 1:], height=h, width=w, encoding=image_encoding)
     if np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high)):
         spec.action_low.extend(act.low.astype(float).tolist())
         spec.action_high.extend(act.high.astype(float).tolist())
@@ -219,7 +246,8 @@ class RobotLoop:
                         self.late_ticks += 1
                     time.sleep(max(0.0, next_tick - now))
                     next_tick = max(next_tick + period, time.monotonic() - period)
-                human = self.teleop.action(obs, step, succeeded) if self.teleop else None
+                state, images = split_obs(obs)
+                human = self.teleop.action(state, step, succeeded) if self.teleop else None
                 action = human if human is not None else chunk.actions[h]
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
                 step_success = bool(info.get("success", False))
@@ -227,7 +255,8 @@ class RobotLoop:
                 done = bool(terminated or truncated) or self._stop.is_set()
                 first = h == 0  # the policy's sample is recorded even when the teleoperator overrides it
                 executed = info.get("action_executed", action)  # a real robot may limit what it was sent
-                buf.add(state=obs, action=np.clip(executed, self.env.action_space.low, self.env.action_space.high),
+                buf.add(state=state, images=images,
+                        action=np.clip(executed, self.env.action_space.low, self.env.action_space.high),
                         reward=float(reward), done=done, intervention=human is not None,
                         policy_version=chunk.version, timestamp=time.time(), success=step_success,
                         logp=chunk.logp if first else no_logp, trace=chunk.trace if first else no_trace,

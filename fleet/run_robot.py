@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fleet.client import FleetClient
+from fleet.codec import ENCODINGS
 from fleet.config import RobotConfig
 from fleet.robot import InferenceWorker, RobotLoop, ScriptedTeleop, sim_spec
 from fleet.run_learner import FleetConfigError
@@ -83,10 +84,23 @@ def make_lerobot_env(cfg: RobotConfig) -> gym.Env:
 
     try:
         robot = make_lerobot_robot(dict(cfg.lerobot_robot), list(cfg.lerobot_imports))
-        robot.connect()
-        return LeRobotEnv(robot, cfg.max_episode_steps, fps=int(cfg.control_hz) or 30)
     except LeRobotBackendError as err:
         raise FleetConfigError(str(err)) from err
+    robot.connect()
+    try:
+        return LeRobotEnv(robot, cfg.max_episode_steps, fps=int(cfg.control_hz) or 30,
+                          cameras=list(cfg.lerobot_cameras), image_size=cfg.lerobot_image_size)
+    except LeRobotBackendError as err:
+        robot.disconnect()  # a config error must not leave the robot's bus and cameras open
+        raise FleetConfigError(str(err)) from err
+
+
+def probe_obs(space: gym.Space) -> dict[str, torch.Tensor]:
+    """Zeros shaped like one observation with B=1, for the policy's probe step."""
+    if isinstance(space, gym.spaces.Dict):
+        return {k: torch.zeros((1, *s.shape), dtype=torch.uint8 if s.dtype == np.uint8 else torch.float32)
+                for k, s in space.spaces.items()}
+    return {OBS_STATE: torch.zeros(1, int(np.prod(space.shape)))}
 
 
 def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
@@ -98,10 +112,11 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
         env = make_lerobot_env(cfg)
     else:
         raise FleetConfigError(f"backend: {cfg.backend!r}, expected sim or lerobot")
+    if cfg.image_encoding not in ENCODINGS:
+        raise FleetConfigError(f"image_encoding: {cfg.image_encoding!r}, expected one of {ENCODINGS}")
     task = task_text(cfg)
-    spec = sim_spec(cfg.robot_id, env, task, trace_dim=0, fps=int(env.metadata.get("render_fps", 30) or 30))
-    if cfg.backend == "lerobot":
-        spec.embodiment = env.embodiment
+    spec = sim_spec(cfg.robot_id, env, task, trace_dim=0, fps=int(env.metadata.get("render_fps", 30) or 30),
+                    image_encoding=cfg.image_encoding)
     client = FleetClient(cfg.learner, spec, robot_token(cfg), cfg.spool, ca=cfg.ca,
                          max_message_bytes=cfg.max_message_bytes)
     version, policy, _ = wait_for_policy(client)
@@ -109,8 +124,13 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
         raise FleetConfigError(f"env_id: the learner's policy has (state_dim, action_dim) = "
                                f"{(policy.config.state_dim, policy.config.action_dim)}, this robot's env "
                                f"{(spec.state_dim, spec.action_dim)}")
+    streamed = [c.name for c in spec.cameras]
+    missing = [c for c in policy.config.encoder.image.cameras if c not in streamed]
+    if missing:
+        raise FleetConfigError(f"encoder.image.cameras: the learner's policy reads cameras {missing}, this robot "
+                               f"streams {streamed} (backend=lerobot: request them with lerobot_cameras=[...])")
     with torch.inference_mode():
-        probe = policy.act({OBS_STATE: torch.zeros(1, spec.state_dim)})
+        probe = policy.act(probe_obs(env.observation_space))
     spec.trace_dim = int(probe.trace[0].numel())
     spec.chunk, spec.num_decisions = int(probe.actions.shape[1]), int(probe.logp.shape[1])
     client.session = None  # register again with the trace size, H and S

@@ -1,5 +1,6 @@
 """A LeRobot ``Robot`` without hardware for the backend=lerobot tests: a 3-joint arm whose positions follow the
-commanded targets, limited to steps of ``max_step`` (its safety limit), plus one camera feature.
+commanded targets, limited to steps of ``max_step`` (its safety limit), plus two cameras: ``wrist`` (48, 64, 3) and
+``top`` (32, 32, 3), whose n-th frame (n counts ``get_observation`` calls from 0) is ``fake_frame(h, w, n)``.
 
 Every command it received and every action it applied is appended to ``log_path`` (one JSON line each), so a test
 in another process can compare them with what reached the learner's store.
@@ -11,9 +12,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from lerobot.robots import Robot, RobotConfig
 
 JOINTS = ("shoulder.pos", "elbow.pos", "gripper.pos")
+CAMERAS = {"wrist": (48, 64, 3), "top": (32, 32, 3)}
+
+
+def fake_frame(h: int, w: int, n: int) -> np.ndarray:
+    """(h, w, 3) uint8 RGB: red grows down the rows, green along the columns, blue = 8 n (the frame's number, read
+    back from a stored frame even after JPEG). A swapped H/W or channel order shows in any of the three."""
+    rows, cols = np.mgrid[0:h, 0:w]
+    return np.stack([rows * 240 // max(h - 1, 1), cols * 240 // max(w - 1, 1), np.full((h, w), 8 * n % 256)],
+                    axis=-1).astype(np.uint8)
 
 
 @RobotConfig.register_subclass("fake_arm")
@@ -22,6 +33,7 @@ class FakeArmConfig(RobotConfig):
     max_step: float = 0.5
     log_path: str | None = None
     fail_observation: bool = False  # get_observation() drops a joint: the backend must name it
+    frame_dtype: str = "uint8"  # float32: a camera that breaks LeRobot's uint8 contract, the backend must refuse it
 
 
 class FakeArm(Robot):
@@ -33,10 +45,11 @@ class FakeArm(Robot):
         self.config = config
         self.pos = {k: 0.0 for k in JOINTS}
         self.connected = False
+        self.frames = 0
 
     @property
     def observation_features(self) -> dict:
-        return {**{k: float for k in JOINTS}, "wrist": (48, 64, 3)}
+        return {**{k: float for k in JOINTS}, **CAMERAS}
 
     @property
     def action_features(self) -> dict:
@@ -65,7 +78,9 @@ class FakeArm(Robot):
         obs = dict(self.pos)
         if self.config.fail_observation:
             obs.pop("elbow.pos")
-        return obs | {"wrist": None}
+        images = {c: fake_frame(h, w, self.frames).astype(self.config.frame_dtype) for c, (h, w, _) in CAMERAS.items()}
+        self.frames += 1
+        return obs | images
 
     def send_action(self, action: dict) -> dict:
         if not self.connected:
