@@ -159,7 +159,7 @@ def main() -> None:
                     steps, lr = args.steps or REGIMES[regime]["steps"], args.lr or HEAD_LR[head]
                     jobs.append({"task": task, "head": head, "regime": regime, "seed": seed, "steps": steps,
                                  "dataset": str(dataset), "eval_episodes": args.eval_episodes, "root": str(args.root),
-                                 "lr": lr, "overrides": [f"algo.batch_size={HEAD_BATCH[head]}" for _ in [0] if head in HEAD_BATCH]
+                                 "lr": lr, "overrides": ([f"algo.batch_size={HEAD_BATCH[head]}"] if head in HEAD_BATCH else [])
                                  + args.override,
                                  "name": f"{regime}-{task}-{head}-s{seed}-{steps}steps-lr{lr:g}{args.tag}"})
     rows = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,15 @@ class EvalResult:
         if self.video is not None:
             out["video"] = str(self.video)
         return out
+
+
+@contextmanager
+def seeded_noise(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Common random numbers: torch draws inside come from ``seed``, and the global stream is left as it was, so two
+    policies (or one before and after an update) are scored with the same noise."""
+    with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -98,8 +109,7 @@ def evaluate(
     policy.eval()
     done_per_env: list[list] = [[] for _ in range(n_envs)]
     frames: list[np.ndarray] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_noise(seed):
         try:
             obs = env.reset(seed=seed)
             if hasattr(actor, "reset"):  # nothing carried over from an earlier evaluation

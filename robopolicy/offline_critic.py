@@ -12,6 +12,8 @@ online ones do; demos cut at their first success undervalue states near it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,6 +22,17 @@ from robopolicy.critic import ValueCritic
 from robopolicy.normalizer import ObsNormalizer, ReturnNormalizer
 from robopolicy.objective.value import explained_variance
 from robopolicy.types import Obs
+
+
+def fit_by_minibatches(loss_fn: Callable[[Tensor], Tensor], params: Iterable[Tensor], n: int, steps: int, lr: float,
+                       batch_size: int, generator: torch.Generator) -> None:
+    """``steps`` Adam steps on ``loss_fn(idx)`` over minibatches of row indices idx drawn with replacement from n rows."""
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        loss = loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=generator))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
 
 def discounted_returns(reward: Tensor, episode: Tensor, gamma: float) -> Tensor:
@@ -55,15 +68,8 @@ def pretrain_critic(
     target = returns / scale
     with torch.no_grad():
         norm_obs = obs_normalizer(obs)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr)
-    n = target.shape[0]
-    for _ in range(steps):
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
-        loss = (critic({k: v[idx] for k, v in norm_obs.items()}) - target[idx]).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    fit_by_minibatches(lambda idx: (critic({k: v[idx] for k, v in norm_obs.items()}) - target[idx]).square().mean(),
+                       critic.parameters(), target.shape[0], steps, lr, batch_size, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         pred = critic(norm_obs)
     return {"offline/critic_loss": float((pred - target).square().mean()),

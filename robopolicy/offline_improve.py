@@ -21,9 +21,6 @@ episode (N,) in (episode, frame) order. Q reads observation.state only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
@@ -32,7 +29,8 @@ from robopolicy.encoders.state import mlp
 from robopolicy.normalizer import RunningMeanStd
 from robopolicy.objective import BCTerm, MiniBatch, Objective, PPOClipTerm
 from robopolicy.objective.value import explained_variance
-from robopolicy.offline_critic import discounted_returns
+from robopolicy.evaluate import seeded_noise
+from robopolicy.offline_critic import discounted_returns, fit_by_minibatches
 from robopolicy.policy import Policy
 from robopolicy.types import OBS_STATE, ActionSample, Obs
 
@@ -60,26 +58,15 @@ class ChunkQ(nn.Module):
         self.state_norm.update(state)
         self.ret_mean.fill_(float(returns.mean()))
         self.ret_std.fill_(float(returns.std(unbiased=False)) + 1e-6)
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        n = returns.shape[0]
-        for _ in range(steps):
-            idx = torch.randint(0, n, (min(batch_size, n),), generator=generator).to(returns.device)
-            loss = ((self(state[idx], actions[idx]) - returns[idx]) / self.ret_std).square().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        def loss(idx: Tensor) -> Tensor:
+            idx = idx.to(returns.device)
+            return ((self(state[idx], actions[idx]) - returns[idx]) / self.ret_std).square().mean()
+
+        fit_by_minibatches(loss, self.net.parameters(), returns.shape[0], steps, lr, batch_size, generator)
         with torch.no_grad():
             pred = self(state, actions)
         return {"offline/q_loss": float(((pred - returns) / self.ret_std).square().mean()),
                 "offline/q_explained_variance": explained_variance(pred, returns)}
-
-
-@contextmanager
-def _fixed_noise(seed: int, device: torch.device) -> Iterator[None]:
-    """Common random numbers: old and new policy are scored with the same sampling noise."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def _take(obs: Obs, idx: Tensor) -> Obs:
@@ -96,7 +83,7 @@ def sample_chains(policy: Policy, obs: Obs, m: int) -> tuple[Obs, ActionSample]:
 @torch.no_grad()
 def ope(policy: Policy, q: ChunkQ, obs: Obs, m: int, seed: int) -> float:
     """mean over states and M samples of Q(s, a ~ pi(s)): the policy's value under Q (stochastic, as PPO acts)."""
-    with _fixed_noise(seed, obs[OBS_STATE].device):
+    with seeded_noise(seed, obs[OBS_STATE].device):  # old and new policy scored with the same noise
         rep, sample = sample_chains(policy, obs, m)
     return float(q(rep[OBS_STATE], sample.actions).mean())
 
