@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from robopolicy.algorithms.bc import BC, BCConfig, fill_padded_actions, set_obs_stats
-from robopolicy.checkpoint import load_train_state, resolve_checkpoint, save_best, save_checkpoint
+from robopolicy.checkpoint import load_policy, load_train_state, resolve_checkpoint, save_best, save_checkpoint
 from robopolicy.encoders.image import image_key
 from robopolicy.evaluate import eval_metrics, evaluate
 from robopolicy.policy import Policy, PolicyConfig
@@ -103,6 +103,24 @@ def fill_encoder_from_demos(config: PolicyConfig, demos: Any) -> PolicyConfig:
     return config
 
 
+def warm_start_from(policy: Policy, path: str) -> None:
+    """Copy every weight of the policy at ``path`` whose name and shape match ``policy``'s (a camera student
+    from its privileged teacher: state MLP, head, scaler); the rest (e.g. the camera estimator) stay fresh."""
+    try:
+        source = load_policy(path).state_dict()
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        raise ConfigError(f"init_policy: {err}") from err
+    own = policy.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    head = [k for k in own if k.startswith("head.")]
+    if not all(k in matched for k in head):
+        raise ConfigError(f"init_policy: {path}'s head does not fit this policy's (name and shape of every head.* "
+                          f"weight must match; policy={policy.config.head})")
+    policy.load_state_dict(matched, strict=False)
+    fresh = sorted({k.split(".")[1] if k.startswith("encoder.") else k.split(".")[0] for k in set(own) - set(matched)})
+    print(f"init_policy: {len(matched)}/{len(own)} tensors from {path}; fresh: {fresh}")
+
+
 class DemoSampler:
     """Minibatches of demo chunks, reshuffled every epoch (without replacement within one)."""
 
@@ -161,6 +179,8 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     policy = policy.to(device)
     if policy.config.encoder.language.kind != "none":
         obs[TASK] = np.asarray(demos.task)  # type: ignore[assignment]  (strings, indexed by DemoSampler)
+    if resume_ckpt is None and cfg.get("init_policy"):
+        warm_start_from(policy, cfg.init_policy)
     set_obs_stats(policy, getattr(demos, "stats", None), obs)
     if resume_ckpt is None and getattr(policy.head.config, "binning", None) == "quantile":
         policy.head.fit_bins(policy.scaler.from_env(actions))  # token bins follow the demos' action density

@@ -41,7 +41,8 @@ class PolicyConfig:
     state_dim: int = 0
     """D; filled from the env when the policy is built."""
     privileged_dim: int = 0
-    """P of observation.privileged; filled from the env when ``encoder.privileged`` (0 otherwise)."""
+    """P of observation.privileged; filled from the env when ``encoder.privileged`` or
+    ``encoder.estimate_privileged`` (0 otherwise)."""
     action_dim: int = 0
     """A; filled from the env."""
     chunk: int = 1
@@ -93,7 +94,7 @@ class Policy(nn.Module):
             )
         self.config = config
         dims = {OBS_STATE: config.state_dim}
-        if config.encoder.privileged:
+        if config.encoder.privileged or config.encoder.estimate_privileged:  # estimates: normalized targets
             dims[OBS_PRIVILEGED] = config.privileged_dim
         self.normalizer = ObsNormalizer(dims, enabled=config.normalize_obs)
         self.encoder = build_encoder(config.state_dim, config.encoder, config.privileged_dim)

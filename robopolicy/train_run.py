@@ -52,7 +52,8 @@ def policy_config_for(cfg: DictConfig, env: Any) -> PolicyConfig:
         "state_dim": int(env.state_dim), "action_dim": int(env.action_dim), "chunk": int(env.chunk),
         "action_low": env.action_low.tolist(), "action_high": env.action_high.tolist(),
     }
-    if (data.get("encoder") or {}).get("privileged"):
+    encoder = data.get("encoder") or {}
+    if encoder.get("privileged") or encoder.get("estimate_privileged"):
         privileged = getattr(env, "obs_shapes", {}).get(OBS_PRIVILEGED)
         if privileged is None:
             raise ConfigError(f"policy.encoder.privileged: the env {cfg.env.id} has no {OBS_PRIVILEGED!r} observation "

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from robopolicy.objective.estimate import estimate_loss
 from robopolicy.policy import Policy
 from robopolicy.types import Obs
 
@@ -54,6 +55,12 @@ class BCConfig:
     """Gradient steps between checkpoints (0: only the final one)."""
     log_every: int = 100
     """Gradient steps between rows of metrics.jsonl (averages over the interval)."""
+    freeze: list[str] = field(default_factory=list)
+    """Parameter-name prefixes kept fixed (e.g. [head, encoder.net]: a camera student warm-started from its
+    teacher trains only its camera estimator); [] trains everything."""
+    estimate_coef: float = 1.0
+    """Weight of the estimate loss of a camera student (policy.encoder.estimate_privileged) on the demos'
+    observation.privileged, added to the imitation loss. Ignored for other policies."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -62,6 +69,7 @@ class BCConfig:
             "ema_decay": 0 <= self.ema_decay < 1, "lr_schedule": self.lr_schedule in ("constant", "cosine"),
             "warmup_steps": self.warmup_steps >= 0, "eval_every": self.eval_every >= 0,
             "checkpoint_every": self.checkpoint_every >= 0, "log_every": self.log_every >= 1,
+            "estimate_coef": self.estimate_coef >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -114,8 +122,15 @@ class BC:
 
     def __init__(self, policy: Policy, config: BCConfig):
         self.policy, self.config = policy, config
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+        frozen = [name for name, _ in policy.named_parameters() if name.startswith(tuple(config.freeze))]
+        if config.freeze and not frozen:
+            raise ValueError(f"algo.freeze: no parameter name starts with any of {config.freeze}")
+        trained = [p for name, p in policy.named_parameters() if name not in frozen]
+        for name, p in policy.named_parameters():  # no gradients computed, clipped or applied for frozen ones
+            if name in frozen:
+                p.requires_grad_(False)
+        self.trained = trained
+        self.optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema: Policy | None = None
         if config.ema_decay > 0:
@@ -148,18 +163,25 @@ class BC:
         policy.train()
         # Demo actions outside the env's bounds are clamped: heads model [-1, 1].
         target = policy.scaler.from_env(batch["actions"]).clamp(-1.0, 1.0)
-        loss = policy.head.imitation_loss(policy.features(batch["obs"], augment=True), target)
+        norm_obs = policy.normalizer(batch["obs"])
+        feat, estimate = policy.encoder.features_and_estimate(norm_obs, augment=True)
+        imitation = loss = policy.head.imitation_loss(feat, target)
+        metrics: dict[str, float] = {}
+        if estimate is not None and self.config.estimate_coef > 0:
+            est = estimate_loss(estimate, norm_obs, policy.encoder.estimate_index)
+            metrics["loss/estimate"] = est.item()
+            loss = loss + self.config.estimate_coef * est
         if not torch.isfinite(loss):
             raise FloatingPointError(f"bc: imitation loss is {loss.item()} at update {self.num_updates}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), self.config.grad_clip)
+        grad_norm = nn.utils.clip_grad_norm_(self.trained, self.config.grad_clip)
         self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.num_updates += 1
         self._update_ema()
-        return {"loss/bc": loss.item(), "bc/grad_norm": float(grad_norm), "bc/lr": lr}
+        return {"loss/bc": imitation.item(), "bc/grad_norm": float(grad_norm), "bc/lr": lr, **metrics}
 
     @torch.no_grad()
     def _update_ema(self) -> None:

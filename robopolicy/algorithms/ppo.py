@@ -32,6 +32,7 @@ from robopolicy.objective import (
     DAggerTerm,
     DivergenceTerm,
     EntropyTerm,
+    EstimateTerm,
     ForwardCache,
     MiniBatch,
     Objective,
@@ -129,6 +130,9 @@ class PPOConfig:
     """reverse_kl (student || teacher), forward_kl, js, or dagger (teacher actions as labels)."""
     act_with: str = "student"
     """Who collects the rollouts: student (on-policy), or teacher (distill_kind=dagger only: BC on teacher data)."""
+    estimate_coef: float = 1.0
+    """Weight of the estimate term for a camera student (policy.encoder.estimate_privileged): its privileged-state
+    estimates regressed onto the rollout's observation.privileged. Ignored for other policies."""
     advantage: str = "gae"
     """gae (critic), grpo (group-relative episode return) or gdpo (per-channel group normalization)."""
     group_size: int = 8
@@ -152,6 +156,7 @@ class PPOConfig:
             "offline_holdout_frac": 0 < self.offline_holdout_frac < 1, "bc_coef": self.bc_coef >= 0,
             "bc_decay": 0 <= self.bc_decay <= 1, "bc_batch_size": self.bc_batch_size >= 1,
             "anchor_coef": self.anchor_coef >= 0, "distill_coef": self.distill_coef >= 0,
+            "estimate_coef": self.estimate_coef >= 0,
             "anchor_kind": self.anchor_kind in DIVERGENCE_KINDS,
             "distill_kind": self.distill_kind in (*DIVERGENCE_KINDS, "dagger"),
             "advantage": self.advantage in ("gae", "grpo", "gdpo"), "group_size": self.group_size >= 2,
@@ -204,7 +209,7 @@ class PPO:
             eps=config.adam_eps,
             fused=True,  # one kernel for all parameters: the per-tensor loop dominates small MLPs on CPU
         )
-        self.objective = Objective(objective_terms(config, teacher, reference, demos))
+        self.objective = Objective(objective_terms(config, teacher, reference, demos, policy))
         self.critic_objective = Objective({"value": (ValueTerm(config.clip_vf), 1.0)})
         self.return_normalizer = ReturnNormalizer(num_envs, config.gamma) if config.normalize_reward else None
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -327,7 +332,8 @@ def minibatch_epochs(
 
 
 def objective_terms(
-    config: PPOConfig, teacher: Policy | None, reference: Policy | None, demos: DemoBatches | None
+    config: PPOConfig, teacher: Policy | None, reference: Policy | None, demos: DemoBatches | None,
+    policy: Policy | None = None,
 ) -> dict[str, tuple[ObjectiveTerm, float]]:
     """The weighted terms ``config`` asks for; a term whose input is missing is a ValueError naming it."""
     terms: dict[str, tuple[ObjectiveTerm, float]] = {
@@ -349,6 +355,8 @@ def objective_terms(
         if demos is None:
             raise ValueError("algo.bc_coef > 0 needs demonstrations (dataset=<LeRobotDataset folder>)")
         terms["bc"] = (BCTerm(demos), config.bc_coef)
+    if policy is not None and policy.encoder.estimator is not None and config.estimate_coef > 0:
+        terms["estimate"] = (EstimateTerm(), config.estimate_coef)
     return terms
 
 

@@ -91,6 +91,15 @@ class EncoderConfig:
     """Width of the fusion transformer (fusion=tokens)."""
     token_layers: int = 2
     """Layers of the fusion transformer (fusion=tokens)."""
+    estimate_privileged: list[int] = field(default_factory=list)
+    """Indices into observation.privileged that the cameras estimate (a camera student of a privileged teacher):
+    an estimator reads the camera features and observation.state and predicts these entries (normalized); the
+    state MLP then reads [observation.state, privileged] with the estimates in those slots and 0 (the normalized
+    mean) elsewhere, the teacher's input layout, so the student can start from the teacher's weights. The cameras
+    reach the head only through the estimate. Where observation.privileged is observed (simulation), the
+    ``estimate`` loss term regresses the estimates onto it; acting never needs it. [] = off."""
+    estimator_hidden: list[int] = field(default_factory=lambda: [256])
+    """Hidden widths of the estimator MLP (estimate_privileged)."""
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -100,12 +109,19 @@ class EncoderConfig:
             self.image = _build(ImageEncoderConfig, self.image, "encoder.image")
         if not isinstance(self.language, LanguageEncoderConfig):
             self.language = _build(LanguageEncoderConfig, self.language, "encoder.language")
+        if self.estimate_privileged:
+            if not self.image.cameras or self.privileged or self.fusion != "concat":
+                raise ValueError("encoder.estimate_privileged: needs image.cameras, privileged=false and "
+                                 f"fusion=concat (got cameras {self.image.cameras}, privileged={self.privileged}, "
+                                 f"fusion={self.fusion})")
+            if min(self.estimate_privileged) < 0 or len(set(self.estimate_privileged)) != len(self.estimate_privileged):
+                raise ValueError(f"encoder.estimate_privileged: distinct indices >= 0, got {self.estimate_privileged}")
         if self.fusion == "film" and self.language.kind == "none":
             raise ValueError("encoder.fusion=film: FiLM is conditioned on the instruction; set encoder.language.kind")
 
     def obs_keys(self) -> list[str]:
         """Observation keys this encoder reads besides observation.state."""
-        keys = ["observation.privileged"] if self.privileged else []
+        keys = ["observation.privileged"] if self.privileged else []  # estimate_privileged: only for its loss
         keys += [f"observation.images.{cam}" for cam in self.image.cameras]
         return keys + (["task"] if self.language.kind != "none" else [])
 

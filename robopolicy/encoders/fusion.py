@@ -28,10 +28,16 @@ class ObsEncoder(nn.Module):
     def __init__(self, state_dim: int, config: EncoderConfig, privileged_dim: int = 0):
         super().__init__()
         self.config = config
-        if config.privileged and privileged_dim <= 0:
-            raise ValueError("encoder.privileged: needs the policy's privileged_dim (P > 0), got "
+        reads_privileged = config.privileged or bool(config.estimate_privileged)
+        if reads_privileged and privileged_dim <= 0:
+            key = "privileged" if config.privileged else "estimate_privileged"
+            raise ValueError(f"encoder.{key}: needs the policy's privileged_dim (P > 0), got "
                              f"{privileged_dim}; the env must observe observation.privileged")
-        in_dim = state_dim + (privileged_dim if config.privileged else 0)
+        if config.estimate_privileged and max(config.estimate_privileged) >= privileged_dim:
+            raise ValueError(f"encoder.estimate_privileged: indices {config.estimate_privileged} out of range for "
+                             f"observation.privileged of size {privileged_dim}")
+        in_dim = state_dim + (privileged_dim if reads_privileged else 0)
+        self.privileged_dim = privileged_dim
         self.net = mlp(in_dim, list(config.hidden_sizes), config.activation)  # the state MLP
         self.state_dim = config.hidden_sizes[-1] if config.hidden_sizes else in_dim
         self.images = ImageEncoder(config.image) if config.image.cameras else None
@@ -44,7 +50,15 @@ class ObsEncoder(nn.Module):
             self.film = nn.Linear(text_dim, 2 * (img_ch + self.state_dim))
             nn.init.zeros_(self.film.weight)  # start as the identity modulation
             nn.init.zeros_(self.film.bias)
-        if config.fusion == "tokens":
+        self.estimator = None
+        if config.estimate_privileged:  # cameras + state -> estimated privileged entries (see EncoderConfig)
+            self.estimator = nn.Sequential(
+                mlp(n_cam * config.image.feature_dim + state_dim, list(config.estimator_hidden), config.activation),
+                nn.Linear(config.estimator_hidden[-1] if config.estimator_hidden else
+                          n_cam * config.image.feature_dim + state_dim, len(config.estimate_privileged)))
+            self.register_buffer("estimate_index", torch.tensor(config.estimate_privileged), persistent=False)
+            self.out_dim = self.state_dim
+        elif config.fusion == "tokens":
             d = config.token_dim
             self.state_token = nn.Linear(self.state_dim, d)
             self.image_token = nn.Linear(config.image.feature_dim, d) if self.images is not None else None
@@ -60,6 +74,22 @@ class ObsEncoder(nn.Module):
 
     def forward(self, obs: Obs, augment: bool = False) -> Tensor:
         """``augment``: random-shift the cameras (BC updates)."""
+        return self.features_and_estimate(obs, augment)[0]
+
+    def features_and_estimate(self, obs: Obs, augment: bool = False) -> tuple[Tensor, Tensor | None]:
+        """(B, F) features and, with ``estimate_privileged``, the (B, len) normalized estimates (else None)."""
+        if self.estimator is not None:
+            return self._estimated_features(obs, augment)
+        return self._fused_features(obs, augment), None
+
+    def _estimated_features(self, obs: Obs, augment: bool) -> tuple[Tensor, Tensor]:
+        images = self.images(obs, None, augment)
+        estimate = self.estimator(torch.cat([images.flatten(1), obs[OBS_STATE]], dim=-1))
+        privileged = estimate.new_zeros(estimate.shape[0], self.privileged_dim)
+        privileged = privileged.index_copy(1, self.estimate_index, estimate)
+        return self.net(torch.cat([obs[OBS_STATE], privileged], dim=-1)), estimate
+
+    def _fused_features(self, obs: Obs, augment: bool) -> Tensor:
         state = self._state_input(obs)
         state = self.net(state)
         b = state.shape[0]

@@ -63,7 +63,18 @@ class ForwardCache:
 
     @property
     def feat(self) -> Tensor:
-        return self._get("feat", lambda: self.policy.encoder(self.norm_obs))
+        if "feat" not in self._cache:
+            feat, estimate = self.policy.encoder.features_and_estimate(self.norm_obs)
+            self._cache["feat"] = feat
+            if estimate is not None:
+                self._cache["estimate"] = estimate
+        return self._cache["feat"]
+
+    @property
+    def estimate(self) -> Tensor | None:
+        """(N, K) normalized privileged estimates of a camera student (encoder.estimate_privileged), else None."""
+        _ = self.feat  # computes both
+        return self._cache.get("estimate")
 
     @property
     def logp(self) -> Tensor:
