@@ -175,3 +175,15 @@ def load_state_checked(module: nn.Module, state: dict[str, Tensor], source: Path
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(f"{source}: {key} contains NaN or Inf")
     module.load_state_dict(state)
+
+
+def freeze_parameters(policy: nn.Module, prefixes: list[str], key: str = "algo.freeze") -> list[nn.Parameter]:
+    """Stop gradients for every parameter whose name starts with one of ``prefixes`` (e.g. a camera student's
+    teacher layers: [head, encoder.net]); returns the parameters left to train. An unmatched list is an error."""
+    frozen = [name for name, _ in policy.named_parameters() if name.startswith(tuple(prefixes))]
+    if prefixes and not frozen:
+        raise ValueError(f"{key}: no parameter name starts with any of {list(prefixes)}")
+    for name, p in policy.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    return [p for p in policy.parameters() if p.requires_grad]

@@ -124,3 +124,15 @@ def test_bc_freeze_trains_only_the_estimator():
     assert not torch.equal(policy.encoder.estimator[-1].weight, estimator)
     with pytest.raises(ValueError, match=r"algo.freeze: no parameter name starts with any of \['decoder'\]"):
         BC(policy, BCConfig(freeze=["decoder"]))
+
+
+def test_ppo_freeze_keeps_the_teacher_layers_and_trains_the_estimator():
+    from robopolicy.algorithms.ppo import PPO
+    from robopolicy.critic import CriticConfig, ValueCritic
+
+    policy = student([1])
+    ppo = PPO(policy, ValueCritic(2, CriticConfig(hidden_sizes=[8])), PPOConfig(freeze=["head", "encoder.net"]), 1)
+    trained = {id(p) for g in ppo.optimizer.param_groups for p in g["params"]}
+    for name, p in policy.named_parameters():
+        assert (id(p) in trained) == (not name.startswith(("head", "encoder.net"))), name
+        assert p.requires_grad == (id(p) in trained), name

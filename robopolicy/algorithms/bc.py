@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from robopolicy.objective.estimate import estimate_loss
-from robopolicy.policy import Policy
+from robopolicy.policy import Policy, freeze_parameters
 from robopolicy.types import Obs
 
 
@@ -122,14 +122,7 @@ class BC:
 
     def __init__(self, policy: Policy, config: BCConfig):
         self.policy, self.config = policy, config
-        frozen = [name for name, _ in policy.named_parameters() if name.startswith(tuple(config.freeze))]
-        if config.freeze and not frozen:
-            raise ValueError(f"algo.freeze: no parameter name starts with any of {config.freeze}")
-        trained = [p for name, p in policy.named_parameters() if name not in frozen]
-        for name, p in policy.named_parameters():  # no gradients computed, clipped or applied for frozen ones
-            if name in frozen:
-                p.requires_grad_(False)
-        self.trained = trained
+        self.trained = trained = freeze_parameters(policy, config.freeze)
         self.optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema: Policy | None = None

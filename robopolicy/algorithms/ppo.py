@@ -17,7 +17,7 @@ on a pretrained actor would otherwise feed it noise advantages (and undo the pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ from robopolicy.objective import (
 )
 from robopolicy.objective.bc import DemoBatches
 from robopolicy.objective.value import explained_variance
-from robopolicy.policy import Policy
+from robopolicy.policy import Policy, freeze_parameters
 from robopolicy.types import Obs, Rollout
 
 
@@ -130,6 +130,9 @@ class PPOConfig:
     """reverse_kl (student || teacher), forward_kl, js, or dagger (teacher actions as labels)."""
     act_with: str = "student"
     """Who collects the rollouts: student (on-policy), or teacher (distill_kind=dagger only: BC on teacher data)."""
+    freeze: list[str] = field(default_factory=list)
+    """Policy parameter-name prefixes kept fixed (e.g. [head, encoder.net]: a camera student keeps its teacher's
+    layers and the distill term trains only its camera estimator); [] trains everything."""
     estimate_coef: float = 1.0
     """Weight of the estimate term for a camera student (policy.encoder.estimate_privileged): its privileged-state
     estimates regressed onto the rollout's observation.privileged. Ignored for other policies."""
@@ -203,7 +206,8 @@ class PPO:
         critic_lr = config.critic_learning_rate or config.learning_rate
         self.optimizer = torch.optim.Adam(
             [
-                {"params": list(policy.parameters()), "lr": config.learning_rate, "base_lr": config.learning_rate},
+                {"params": freeze_parameters(policy, config.freeze), "lr": config.learning_rate,
+                 "base_lr": config.learning_rate},
                 {"params": list(critic.parameters()), "lr": critic_lr, "base_lr": critic_lr},
             ],
             eps=config.adam_eps,
