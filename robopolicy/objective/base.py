@@ -40,6 +40,24 @@ class MiniBatch:
             extras={k: v[idx] for k, v in self.extras.items()},
         )
 
+    def slice(self, start: int, stop: int) -> MiniBatch:
+        """Rows ``start:stop`` of every field, as views (no copy)."""
+        return MiniBatch(
+            obs={k: v[start:stop] for k, v in self.obs.items()},
+            trace=self.trace[start:stop],
+            logp=self.logp[start:stop],
+            advantages=self.advantages[start:stop],
+            returns=self.returns[start:stop],
+            value=self.value[start:stop],
+            norm_obs=None if self.norm_obs is None else {k: v[start:stop] for k, v in self.norm_obs.items()},
+            extras={k: v[start:stop] for k, v in self.extras.items()},
+        )
+
+    def nbytes(self) -> int:
+        tensors = [*self.obs.values(), self.trace, self.logp, self.advantages, self.returns, self.value,
+                   *(self.norm_obs or {}).values(), *self.extras.values()]
+        return sum(t.nbytes for t in tensors)
+
 
 class ForwardCache:
     """Lazily computed network outputs for one minibatch (each computed once)."""
