@@ -40,9 +40,11 @@ class PPOClipTerm(ObjectiveTerm):
             surrogate = surrogate * mask.unsqueeze(-1) * (mask.numel() / mask.sum().clamp(min=1.0))
         with torch.no_grad():
             # k3 estimator of KL(old || new): E[(r - 1) - log r], low variance, always >= 0.
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            clip_frac = ((ratio - 1).abs() > self.clip_coef).float().mean()
-        return -surrogate.mean(), {"approx_kl": approx_kl, "clip_frac": clip_frac, "ratio_mean": ratio.detach().mean()}
+            r1 = ratio - 1
+            approx_kl = (r1 - log_ratio).mean()
+            clip_frac = (r1.abs() > self.clip_coef).float().mean()
+            ratio_mean = ratio.mean()
+        return -surrogate.mean(), {"approx_kl": approx_kl, "clip_frac": clip_frac, "ratio_mean": ratio_mean}
 
 
 class EntropyTerm(ObjectiveTerm):
