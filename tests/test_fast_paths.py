@@ -155,3 +155,55 @@ def test_gaussian_clamped_log_std_values_and_gradients():
     g, g_ref = (torch.autograd.grad((lp.sum() + e.sum()), head.log_std)[0] for lp, e in ((logp, ent), (ref_logp, ref_ent)))
     assert torch.allclose(g, g_ref, rtol=0, atol=1e-12)
     assert g[0] == 0 and g[4] == 0 and g[2] != 0  # clamped entries get no gradient
+
+
+def _reference_pg(logp, old_logp, adv, clip):
+    """The textbook form: -mean(min(r A, clamp(r, 1 - eps, 1 + eps) A)), advantages normalized."""
+    adv = ((adv - adv.mean()) / (adv.std() + 1e-8)).unsqueeze(-1)
+    ratio = (logp - old_logp).exp()
+    return -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()
+
+
+def test_ppo_clip_term_values_and_gradients_equal_the_min_clamp_form():
+    from robopolicy.objective import MiniBatch, PPOClipTerm
+
+    torch.manual_seed(0)
+    n = 64
+    old = torch.randn(n, 1, dtype=torch.float64)
+    # Ratios inside, outside and exactly at the bounds (ties between the two branches), both advantage signs.
+    r = torch.cat([torch.full((8,), 1.0), torch.full((8,), 1.2), torch.full((8,), 0.8), torch.empty(40).uniform_(0.5, 1.6)])
+    r = r.to(torch.float64).unsqueeze(-1)
+    adv = torch.randn(n, dtype=torch.float64)
+    for logp0 in (old + r.log(), old.clone()):  # second: every ratio is exactly 1 (the first minibatch)
+        logp = logp0.clone().requires_grad_(True)
+
+        class Cache:
+            mb = MiniBatch(obs={}, trace=torch.zeros(n), logp=old, advantages=adv, returns=torch.zeros(n),
+                           value=torch.zeros(n))
+
+        Cache.logp = logp
+        loss, _ = PPOClipTerm(0.2)(Cache())
+        ref = _reference_pg(logp, old, adv, 0.2)
+        assert torch.allclose(loss, ref, rtol=0, atol=1e-15)
+        (g,), (g_ref,) = torch.autograd.grad(loss, logp), torch.autograd.grad(ref, logp)
+        assert torch.allclose(g, g_ref, rtol=0, atol=1e-15)
+        assert (g != 0).any()
+
+
+def test_objective_weights_sum_like_a_weighted_sum():
+    from robopolicy.objective import Objective, ObjectiveTerm
+
+    class Const(ObjectiveTerm):
+        def __init__(self, x):
+            super().__init__()
+            self.x = x
+
+        def forward(self, cache):
+            return self.x * 1.0, {}
+
+    xs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.3, -1.7, 2.5, 4.0)]
+    ws = [1.0, 0.25, 0.0, -0.84]
+    total, metrics = Objective({f"t{i}": (Const(x), w) for i, (x, w) in enumerate(zip(xs, ws))})(None)
+    assert torch.allclose(total, sum(w * x for w, x in zip(ws, xs)), rtol=0, atol=1e-12)
+    assert [float(g) for g in torch.autograd.grad(total, xs, allow_unused=True, materialize_grads=True)] == ws
+    assert "loss/t2" not in metrics
