@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import robopolicy.algorithms.ppo as ppo_mod
-from robopolicy.algorithms.fast_step import adam_step_fn, clip_grad_norm, zero_grad_fn
+from robopolicy.algorithms.fast_step import adam_step_fn, clip_grad_norm_fn, zero_grad_fn
 from robopolicy.algorithms.ppo import minibatch_epochs
 from robopolicy.encoders import EncoderConfig, mlp
 from robopolicy.encoders.state import MLP
@@ -111,12 +111,12 @@ def test_clip_grad_norm_equals_torch_and_zero_grad_sets_none():
         q.grad = p.grad.clone()
     b[2].grad = a[2].grad = None  # a parameter without a gradient is skipped
     ref = torch.nn.utils.clip_grad_norm_(a, 0.7)
-    got = clip_grad_norm(b, 0.7)
+    got = clip_grad_norm_fn(b, 0.7)()
     assert torch.equal(ref, got) and got > 0.7
     for p, q in zip(a[:2], b[:2], strict=True):
         assert torch.equal(p.grad, q.grad)
     before = [q.grad.clone() for q in b[:2]]
-    assert torch.equal(torch.nn.utils.clip_grad_norm_(a, 1e3), clip_grad_norm(b, 1e3))  # below the bound: no scaling
+    assert torch.equal(torch.nn.utils.clip_grad_norm_(a, 1e3), clip_grad_norm_fn(b, 1e3)())  # below the bound: no scaling
     for p, q, g in zip(a[:2], b[:2], before, strict=True):
         assert torch.equal(p.grad, q.grad) and torch.equal(q.grad, g)
     opt = torch.optim.Adam(b, fused=True)

@@ -16,16 +16,23 @@ from torch import Tensor
 from torch.optim import optimizer as _optim
 
 
-def clip_grad_norm(params: list[Tensor], max_norm: float) -> Tensor:
-    """``torch.nn.utils.clip_grad_norm_(params, max_norm)`` (2-norm) for grads on one device and dtype;
-    returns the total norm before clipping."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads or len({(g.device, g.dtype) for g in grads}) != 1:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    with torch.no_grad():
+def clip_grad_norm_fn(params: list[Tensor], max_norm: float) -> Callable[[], Tensor]:
+    """``lambda: torch.nn.utils.clip_grad_norm_(params, max_norm)`` (2-norm; returns the norm before clipping).
+    For parameters on one device and dtype it skips torch's per-call grouping (a ``.device`` / ``.dtype``
+    look-up and a ``.to`` per gradient)."""
+    if len({(p.device, p.dtype) for p in params}) != 1:
+        return lambda: torch.nn.utils.clip_grad_norm_(params, max_norm)
+    max_norm = float(max_norm)
+
+    def clip() -> Tensor:
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
         total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-        torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total + 1e-6), max=1.0))
-    return total
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
+
+    return clip
 
 
 def adam_step_fn(optimizer: torch.optim.Optimizer) -> Callable[[], None]:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from robopolicy.advantages import gae
-from robopolicy.algorithms.fast_step import adam_step_fn, clip_grad_norm, zero_grad_fn
+from robopolicy.algorithms.fast_step import adam_step_fn, clip_grad_norm_fn, zero_grad_fn
 from robopolicy.critic import ValueCritic
 from robopolicy.heads.base import DIVERGENCE_KINDS
 from robopolicy.normalizer import ReturnNormalizer
@@ -316,6 +316,7 @@ def minibatch_epochs(
     n = batch.advantages.shape[0]
     history: list[dict[str, Tensor]] = []
     step, zero_grad = adam_step_fn(optimizer), zero_grad_fn(optimizer)
+    clip = clip_grad_norm_fn(params, config.max_grad_norm)
     # One gather per field and epoch, minibatches are then views: a gather per field and minibatch costs more
     # than the rows it moves at PPO's batch sizes. Very large (image) batches keep per-minibatch gathers.
     gather_epoch = batch.nbytes() <= EPOCH_GATHER_MAX_BYTES
@@ -331,7 +332,7 @@ def minibatch_epochs(
                 return history, True
             zero_grad()
             loss.backward()
-            metrics["grad_norm"] = clip_grad_norm(params, config.max_grad_norm)
+            metrics["grad_norm"] = clip()
             step()
             history.append(metrics)
     return history, False
