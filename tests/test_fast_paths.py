@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_ppo_update import build, synthetic_rollout
 from torch import nn
 
 import robopolicy.algorithms.ppo as ppo_mod
@@ -21,7 +22,6 @@ from robopolicy.encoders.state import MLP
 from robopolicy.heads.gaussian import GaussianHead, GaussianHeadConfig, gaussian_log_prob
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.types import OBS_STATE
-from test_ppo_update import build, synthetic_rollout
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "elu"])

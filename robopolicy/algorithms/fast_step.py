@@ -36,8 +36,8 @@ def clip_grad_norm_fn(params: list[Tensor], max_norm: float) -> Callable[[], Ten
 
 
 def adam_step_fn(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """``optimizer.step`` or, for a plain fused CPU Adam (no hooks, AMSGrad, maximize, weight-decay
-    variants, gradient scaling), an equivalent call of its kernels. Build one per update: it caches
+    """``optimizer.step`` or, for a plain fused CPU Adam (no hooks, AMSGrad, maximize, decoupled weight
+    decay, gradient scaling), an equivalent call of its kernels. Build one per update: it caches
     the optimizer's state tensors."""
     if not _plain_fused_adam(optimizer):
         return optimizer.step
