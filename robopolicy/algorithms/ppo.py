@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from robopolicy.advantages import gae
+from robopolicy.algorithms.fast_step import adam_step_fn, clip_grad_norm_fn, zero_grad_fn
 from robopolicy.critic import ValueCritic
 from robopolicy.heads.base import DIVERGENCE_KINDS
 from robopolicy.normalizer import ReturnNormalizer
@@ -177,6 +178,10 @@ class PPOConfig:
                              "gdpo; group_size >= 2; act_with=teacher needs distill_kind=dagger)")
 
 
+EPOCH_GATHER_MAX_BYTES = 256 * 2**20
+"""minibatch_epochs copies a shuffled batch once per epoch when it is at most this large."""
+
+
 def flatten_time(x: Tensor) -> Tensor:
     """(T, B, ...) -> (T*B, ...)."""
     return x.reshape(-1, *x.shape[2:])
@@ -319,18 +324,25 @@ def minibatch_epochs(
     improvement phase (robopolicy/offline_improve.py), so both take the same steps. Returns (metrics, stopped)."""
     n = batch.advantages.shape[0]
     history: list[dict[str, Tensor]] = []
+    step, zero_grad = adam_step_fn(optimizer), zero_grad_fn(optimizer)
+    clip = clip_grad_norm_fn(params, config.max_grad_norm)
+    # One gather per field and epoch, minibatches are then views: a gather per field and minibatch costs more
+    # than the rows it moves at PPO's batch sizes. Very large (image) batches keep per-minibatch gathers.
+    gather_epoch = batch.nbytes() <= EPOCH_GATHER_MAX_BYTES
     for _ in range(epochs):
         perm = torch.randperm(n, generator=generator).to(batch.advantages.device)
+        shuffled = batch.index(perm) if gather_epoch else batch
         for start in range(0, n, config.batch_size):
-            mb = batch.index(perm[start : start + config.batch_size])
+            stop = start + config.batch_size
+            mb = shuffled.slice(start, stop) if gather_epoch else batch.index(perm[start:stop])
             loss, metrics = objective(ForwardCache(policy, critic, mb))
             kl = metrics.get("pg/approx_kl")
             if config.target_kl is not None and kl is not None and float(kl) > 1.5 * config.target_kl:
                 return history, True
-            optimizer.zero_grad(set_to_none=True)
+            zero_grad()
             loss.backward()
-            metrics["grad_norm"] = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            metrics["grad_norm"] = clip()
+            step()
             history.append(metrics)
     return history, False
 

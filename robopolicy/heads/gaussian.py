@@ -82,9 +82,10 @@ class GaussianHead(ActionHead):
         mean = self.mean(feat).view(b, self.chunk, self.action_dim)
         if self.config.state_dependent_std:
             log_std = self.log_std_layer(feat).view(b, self.chunk, self.action_dim)
-        else:
-            log_std = self.log_std.view(1, self.chunk, self.action_dim).expand(b, -1, -1)
-        return mean, log_std.clamp(self.config.min_log_std, self.config.max_log_std)
+            return mean, log_std.clamp(self.config.min_log_std, self.config.max_log_std)
+        # Clamp the (1, H, A) vector, then broadcast: the same values as clamping the (B, H, A) expansion.
+        log_std = self.log_std.view(1, self.chunk, self.action_dim).clamp(self.config.min_log_std, self.config.max_log_std)
+        return mean, log_std.expand(b, -1, -1)
 
     def squash(self, pre: Tensor) -> Tensor:
         return torch.tanh(pre) if self.config.squash == "tanh" else pre.clamp(-1.0, 1.0)
@@ -100,7 +101,8 @@ class GaussianHead(ActionHead):
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre = torch.addcmul(mean, log_std.exp(), noise)
         # log N(pre; mean, std) = -noise^2 / 2 - log_std - log sqrt(2 pi): no division needed.
-        logp = (-0.5 * noise.square() - log_std).flatten(1).sum(-1, keepdim=True) - LOG_SQRT_2PI * noise[0].numel()
+        per_row = self.chunk * self.action_dim  # numel of one row, without a tensor op
+        logp = (-0.5 * noise.square() - log_std).flatten(1).sum(-1, keepdim=True) - LOG_SQRT_2PI * per_row
         if self.config.squash == "tanh":
             logp = logp - tanh_log_det(pre).flatten(1).sum(-1, keepdim=True)
         return ActionSample(actions=self.squash(pre), trace=pre, logp=logp)
@@ -115,7 +117,7 @@ class GaussianHead(ActionHead):
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.distribution(feat)
         # Closed-form entropy of the pre-squash Gaussian: sum(log_std + 1/2 log(2 pi e)).
-        entropy = (log_std + 0.5 + LOG_SQRT_2PI).flatten(1).sum(-1, keepdim=True)
+        entropy = (log_std + (0.5 + LOG_SQRT_2PI)).flatten(1).sum(-1, keepdim=True)  # one add, not two
         return self._log_prob(trace, mean, log_std), entropy
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:

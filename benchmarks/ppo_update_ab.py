@@ -1,0 +1,93 @@
+"""PPO minibatch update and batch-1 acting: this checkout vs a git revision, in ONE process, alternating.
+
+On a shared or loaded CPU the speed drifts by 1.5x within minutes, so two separate runs cannot be
+compared. This script extracts ``--base`` (default HEAD) with ``git archive``, builds the Hopper zoo
+session (configs/experiment/hopper_zoo.yaml) from each tree, collects one 512-step rollout each, then
+alternates: one epoch of minibatch_epochs (16 minibatches of 32) and 200 ``policy.act`` calls per side
+per repeat, timed with the thread's CPU clock (time spent descheduled is not counted).
+
+    python benchmarks/ppo_update_ab.py --base main --repeats 30
+The last line is one JSON object with the medians and ratios (base / this checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build(root: Path):
+    """A Hopper zoo session and its minibatch_epochs from the robopolicy package under ``root``."""
+    for name in [k for k in sys.modules if k == "robopolicy" or k.startswith("robopolicy.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        from robopolicy.algorithms.ppo import minibatch_epochs
+        from robopolicy.cli import compose
+        from robopolicy.train_run import build_training
+    finally:
+        sys.path.remove(str(root))
+    runs = tempfile.mkdtemp()
+    cfg = compose("train", ["experiment=hopper_zoo", "logger=none", f"runs_dir={runs}", "name=ab", "seed=0",
+                            "total_steps=1024", "torch_threads=1"])
+    session = build_training(cfg)
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    batch = session.algo.prepare(session.source.collect(session.policy))
+    return session, minibatch_epochs, batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="HEAD", help="git revision to compare against")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    base_dir = Path(tempfile.mkdtemp())
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base, "robopolicy", "configs", "envs"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(base_dir)], input=archive, check=True)
+    sides = {"base": build(base_dir), "this": build(ROOT)}
+
+    def time_minibatch(side: str) -> float:
+        session, epochs_fn, batch = sides[side]
+        a = session.algo
+        t0 = time.thread_time()
+        history, _ = epochs_fn(a.objective, session.policy, session.critic, batch, a.optimizer, a.params, a.config, 1)
+        return (time.thread_time() - t0) / len(history) * 1e3
+
+    def time_act(side: str, n: int = 200) -> float:
+        session = sides[side][0]
+        obs = session.source.obs
+        with torch.inference_mode():
+            t0 = time.thread_time()
+            for _ in range(n):
+                session.policy.act(obs)
+            return (time.thread_time() - t0) / n * 1e6
+
+    times: dict[str, list[float]] = {k: [] for k in ("base_mb_ms", "this_mb_ms", "base_act_us", "this_act_us")}
+    for r in range(args.repeats):
+        for side in ("base", "this") if r % 2 == 0 else ("this", "base"):
+            times[f"{side}_mb_ms"].append(time_minibatch(side))
+            times[f"{side}_act_us"].append(time_act(side))
+    med = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    out = {"base": args.base, "repeats": args.repeats, **med,
+           "minibatch_speedup": round(med["base_mb_ms"] / med["this_mb_ms"], 3),
+           "act_speedup": round(med["base_act_us"] / med["this_act_us"], 3)}
+    print(f"minibatch: {med['base_mb_ms']:.3f} -> {med['this_mb_ms']:.3f} ms ({out['minibatch_speedup']}x); "
+          f"act: {med['base_act_us']:.1f} -> {med['this_act_us']:.1f} us ({out['act_speedup']}x)")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
