@@ -1,10 +1,12 @@
-"""PPO minibatch update and batch-1 acting: this checkout vs a git revision, in ONE process, alternating.
+"""PPO minibatch update, batch-1 acting and rollout collection: this checkout vs a git revision, in ONE
+process, alternating.
 
 On a shared or loaded CPU the speed drifts by 1.5x within minutes, so two separate runs cannot be
 compared. This script extracts ``--base`` (default HEAD) with ``git archive``, builds the Hopper zoo
 session (configs/experiment/hopper_zoo.yaml) from each tree, collects one 512-step rollout each, then
-alternates: one epoch of minibatch_epochs (16 minibatches of 32) and 200 ``policy.act`` calls per side
-per repeat, timed with the thread's CPU clock (time spent descheduled is not counted).
+alternates: one epoch of minibatch_epochs (16 minibatches of 32), 200 ``policy.act`` calls and one
+512-step ``collect`` (acting + Hopper + the rollout loop, per env step) per side per repeat, timed with
+the thread's CPU clock (time spent descheduled is not counted).
 
     python benchmarks/ppo_update_ab.py --base main --repeats 30
 The last line is one JSON object with the medians and ratios (base / this checkout).
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build(root: Path):
     """A Hopper zoo session and its minibatch_epochs from the robopolicy package under ``root``."""
-    for name in [k for k in sys.modules if k == "robopolicy" or k.startswith("robopolicy.")]:
+    for name in [k for k in sys.modules if k.split(".")[0] in ("robopolicy", "envs")]:
         del sys.modules[name]
     sys.path.insert(0, str(root))
     try:
@@ -75,17 +77,42 @@ def main() -> None:
                 session.policy.act(obs)
             return (time.thread_time() - t0) / n * 1e6
 
-    times: dict[str, list[float]] = {k: [] for k in ("base_mb_ms", "this_mb_ms", "base_act_us", "this_act_us")}
+    rollouts: dict[str, object] = {}
+
+    def time_collect(side: str, r: int) -> float:
+        # Same env seed and torch seed on both sides: the same episodes (resets cost time), and
+        # rollouts that must be equal where this checkout computes what the base does.
+        source, policy = sides[side][0].source, sides[side][0].policy
+        source.obs = source.env.reset(seed=1000 + abs(r))
+        torch.manual_seed(abs(r))
+        t0 = time.thread_time()
+        rollouts[side] = source.collect(policy)
+        return (time.thread_time() - t0) / rollouts[side].num_steps * 1e6
+
+    def same_rollout(a, b) -> bool:
+        fields = ("actions", "trace", "logp", "reward", "terminated", "truncated", "chunk_steps")
+        return all(torch.equal(getattr(a, f), getattr(b, f)) for f in fields) and all(
+            torch.equal(a.obs[k], b.obs[k]) and torch.equal(a.final_obs[k], b.final_obs[k]) for k in a.obs)
+
+    keys = [f"{s}_{k}" for k in ("mb_ms", "act_us", "collect_us") for s in ("base", "this")]
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    # Before any update (the updates' shuffles draw from the RNG the acting uses, so weights part ways).
+    for side in sides:
+        time_collect(side, -1)
+    equal = same_rollout(rollouts["base"], rollouts["this"])
     for r in range(args.repeats):
         for side in ("base", "this") if r % 2 == 0 else ("this", "base"):
             times[f"{side}_mb_ms"].append(time_minibatch(side))
             times[f"{side}_act_us"].append(time_act(side))
+            times[f"{side}_collect_us"].append(time_collect(side, r))
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
-    out = {"base": args.base, "repeats": args.repeats, **med,
+    out = {"base": args.base, "repeats": args.repeats, **med, "rollouts_equal": equal,
            "minibatch_speedup": round(med["base_mb_ms"] / med["this_mb_ms"], 3),
-           "act_speedup": round(med["base_act_us"] / med["this_act_us"], 3)}
+           "act_speedup": round(med["base_act_us"] / med["this_act_us"], 3),
+           "collect_speedup": round(med["base_collect_us"] / med["this_collect_us"], 3)}
     print(f"minibatch: {med['base_mb_ms']:.3f} -> {med['this_mb_ms']:.3f} ms ({out['minibatch_speedup']}x); "
-          f"act: {med['base_act_us']:.1f} -> {med['this_act_us']:.1f} us ({out['act_speedup']}x)")
+          f"act: {med['base_act_us']:.1f} -> {med['this_act_us']:.1f} us ({out['act_speedup']}x); "
+          f"collect: {med['base_collect_us']:.1f} -> {med['this_collect_us']:.1f} us/step ({out['collect_speedup']}x)")
     print(json.dumps(out))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robopolicy.fastcall import call
 from robopolicy.types import Obs
 
 
@@ -75,9 +76,10 @@ class ObsNormalizer(nn.Module):
         if not self.enabled:
             return obs
         out = dict(obs)
+        stats = self.stats._modules
         for key, name in self._names.items():
             if key in obs:
-                out[key] = self.stats[name](obs[key])
+                out[key] = call(stats[name], obs[key])
         return out
 
 

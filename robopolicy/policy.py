@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from robopolicy.encoders import EncoderConfig, build_encoder
+from robopolicy.fastcall import call
 from robopolicy.heads import ActionHead, build_head
 from robopolicy.interop.lerobot import is_lerobot_checkpoint, load_lerobot_policy
 from robopolicy.normalizer import ObsNormalizer
@@ -106,7 +107,7 @@ class Policy(nn.Module):
     # --- acting ---------------------------------------------------------------------------
     def features(self, obs: Obs, augment: bool = False) -> Tensor:
         """(B, F) features of a raw observation dict; ``augment``: image augmentation (imitation updates)."""
-        return self.encoder(self.normalizer(obs), augment=augment)
+        return call(self.encoder, call(self.normalizer, obs), augment=augment)
 
     def act(self, obs: Obs, deterministic: bool = False) -> ActionSample:
         """Sample a chunk; ``actions`` (B, H, A) in env units, ``trace`` and ``logp`` (B, S)."""

@@ -18,6 +18,7 @@ from robopolicy.encoders.config import EncoderConfig
 from robopolicy.encoders.image import ImageEncoder
 from robopolicy.encoders.language import make_language_encoder
 from robopolicy.encoders.state import mlp
+from robopolicy.fastcall import call
 from robopolicy.types import OBS_PRIVILEGED, OBS_STATE, TASK, Obs
 
 
@@ -90,8 +91,7 @@ class ObsEncoder(nn.Module):
         return self.net(torch.cat([obs[OBS_STATE], privileged], dim=-1)), estimate
 
     def _fused_features(self, obs: Obs, augment: bool) -> Tensor:
-        state = self._state_input(obs)
-        state = self.net(state)
+        state = call(self.net, self._state_input(obs))
         b = state.shape[0]
         text_tokens = text_pad = text = None
         if self.language is not None:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robopolicy.fastcall import call
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.types import ActionSample
 
@@ -78,14 +79,19 @@ class GaussianHead(ActionHead):
 
     def distribution(self, feat: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-std of the pre-squash Gaussian, each (B, H, A)."""
+        mean, log_std = self._mean_log_std(feat)
+        return mean, log_std.expand(feat.shape[0], -1, -1)
+
+    def _mean_log_std(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean (B, H, A) and log-std, (1, H, A) when state-independent: sampling broadcasts it
+        (the same values as the expansion, one op less per step)."""
         b = feat.shape[0]
-        mean = self.mean(feat).view(b, self.chunk, self.action_dim)
+        mean = call(self.mean, feat).view(b, self.chunk, self.action_dim)
         if self.config.state_dependent_std:
             log_std = self.log_std_layer(feat).view(b, self.chunk, self.action_dim)
             return mean, log_std.clamp(self.config.min_log_std, self.config.max_log_std)
         # Clamp the (1, H, A) vector, then broadcast: the same values as clamping the (B, H, A) expansion.
-        log_std = self.log_std.view(1, self.chunk, self.action_dim).clamp(self.config.min_log_std, self.config.max_log_std)
-        return mean, log_std.expand(b, -1, -1)
+        return mean, self.log_std.view(1, self.chunk, self.action_dim).clamp(self.config.min_log_std, self.config.max_log_std)
 
     def squash(self, pre: Tensor) -> Tensor:
         return torch.tanh(pre) if self.config.squash == "tanh" else pre.clamp(-1.0, 1.0)
@@ -97,7 +103,7 @@ class GaussianHead(ActionHead):
         return logp.flatten(1).sum(-1, keepdim=True)  # (B, 1)
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
-        mean, log_std = self.distribution(feat)
+        mean, log_std = self._mean_log_std(feat)
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre = torch.addcmul(mean, log_std.exp(), noise)
         # log N(pre; mean, std) = -noise^2 / 2 - log_std - log sqrt(2 pi): no division needed.
