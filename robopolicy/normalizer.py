@@ -49,7 +49,8 @@ class RunningMeanStd(nn.Module):
         self.refresh()
 
     def forward(self, x: Tensor) -> Tensor:
-        return ((x - self.mean) * self.inv_std).clamp_(-self.clip, self.clip)
+        b = self._buffers  # not self.mean: nn.Module.__getattr__ is a slow path, and this runs every step
+        return ((x - b["mean"]) * b["inv_std"]).clamp_(-self.clip, self.clip)
 
 
 class ObsNormalizer(nn.Module):

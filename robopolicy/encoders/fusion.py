@@ -72,9 +72,15 @@ class ObsEncoder(nn.Module):
             self.out_dim = d
         else:
             self.out_dim = self.state_dim + n_cam * config.image.feature_dim + text_dim
+        # State MLP only (no cameras, language, estimator, tokens, privileged input): forward is just
+        # net(obs[OBS_STATE]); a shortcut past four Python frames on every acting step.
+        self._state_only = (self.images is None and self.language is None and self.estimator is None
+                            and config.fusion != "tokens" and not config.privileged)
 
     def forward(self, obs: Obs, augment: bool = False) -> Tensor:
         """``augment``: random-shift the cameras (BC updates)."""
+        if self._state_only:
+            return call(self._modules["net"], obs[OBS_STATE])
         return self.features_and_estimate(obs, augment)[0]
 
     def features_and_estimate(self, obs: Obs, augment: bool = False) -> tuple[Tensor, Tensor | None]:

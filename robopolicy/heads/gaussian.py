@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robopolicy.fastcall import call
+from robopolicy.fastcall import linear
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.types import ActionSample
 
@@ -86,7 +86,7 @@ class GaussianHead(ActionHead):
         """Mean (B, H, A) and log-std, (1, H, A) when state-independent: sampling broadcasts it
         (the same values as the expansion, one op less per step)."""
         b = feat.shape[0]
-        mean = call(self.mean, feat).view(b, self.chunk, self.action_dim)
+        mean = linear(self.mean, feat).view(b, self.chunk, self.action_dim)
         if self.config.state_dependent_std:
             log_std = self.log_std_layer(feat).view(b, self.chunk, self.action_dim)
             return mean, log_std.clamp(self.config.min_log_std, self.config.max_log_std)
