@@ -107,12 +107,14 @@ class Policy(nn.Module):
     # --- acting ---------------------------------------------------------------------------
     def features(self, obs: Obs, augment: bool = False) -> Tensor:
         """(B, F) features of a raw observation dict; ``augment``: image augmentation (imitation updates)."""
-        return call(self.encoder, call(self.normalizer, obs), augment=augment)
+        m = self._modules  # not self.encoder: Module.__getattr__ is a slow path, and acting runs every step
+        return call(m["encoder"], call(m["normalizer"], obs), augment=augment)
 
     def act(self, obs: Obs, deterministic: bool = False) -> ActionSample:
         """Sample a chunk; ``actions`` (B, H, A) in env units, ``trace`` and ``logp`` (B, S)."""
-        sample = self.head.sample(self.features(obs), deterministic=deterministic)
-        sample.actions = self.scaler.to_env(sample.actions)
+        m = self._modules
+        sample = m["head"].sample(self.features(obs), deterministic=deterministic)
+        sample.actions = m["scaler"].to_env(sample.actions)
         return sample
 
     def log_prob(self, obs: Obs, trace: Tensor) -> Tensor:

@@ -79,19 +79,20 @@ class GaussianHead(ActionHead):
 
     def distribution(self, feat: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-std of the pre-squash Gaussian, each (B, H, A)."""
-        mean, log_std = self._mean_log_std(feat)
-        return mean, log_std.expand(feat.shape[0], -1, -1)
+        mean, log_std = self._flat_mean_log_std(feat)
+        shape = (feat.shape[0], self.chunk, self.action_dim)
+        if log_std.dim() == 1:  # clamped (H*A,) vector, broadcast: the same values as clamping its expansion
+            return mean.view(shape), log_std.view(1, self.chunk, self.action_dim).expand(shape)
+        return mean.view(shape), log_std.view(shape)
 
-    def _mean_log_std(self, feat: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean (B, H, A) and log-std, (1, H, A) when state-independent: sampling broadcasts it
-        (the same values as the expansion, one op less per step)."""
-        b = feat.shape[0]
-        mean = linear(self.mean, feat).view(b, self.chunk, self.action_dim)
-        if self.config.state_dependent_std:
-            log_std = self.log_std_layer(feat).view(b, self.chunk, self.action_dim)
-            return mean, log_std.clamp(self.config.min_log_std, self.config.max_log_std)
-        # Clamp the (1, H, A) vector, then broadcast: the same values as clamping the (B, H, A) expansion.
-        return mean, self.log_std.view(1, self.chunk, self.action_dim).clamp(self.config.min_log_std, self.config.max_log_std)
+    def _flat_mean_log_std(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean (B, H*A) as the layer returns it, and clamped log-std (B, H*A), or (H*A,) when
+        state-independent (broadcast where used: no expand, no views on the acting path)."""
+        mean = linear(self.mean, feat)
+        cfg = self.config
+        if cfg.state_dependent_std:
+            return mean, self.log_std_layer(feat).clamp(cfg.min_log_std, cfg.max_log_std)
+        return mean, self.log_std.clamp(cfg.min_log_std, cfg.max_log_std)
 
     def squash(self, pre: Tensor) -> Tensor:
         return torch.tanh(pre) if self.config.squash == "tanh" else pre.clamp(-1.0, 1.0)
@@ -103,15 +104,18 @@ class GaussianHead(ActionHead):
         return logp.flatten(1).sum(-1, keepdim=True)  # (B, 1)
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
-        mean, log_std = self._mean_log_std(feat)
+        # Elementwise work on the (B, H*A) rows the mean layer returns (the same values and the same
+        # randn draws as on (B, H, A)); actions and trace are (B, H, A) views at the end.
+        mean, log_std = self._flat_mean_log_std(feat)
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre = torch.addcmul(mean, log_std.exp(), noise)
         # log N(pre; mean, std) = -noise^2 / 2 - log_std - log sqrt(2 pi): no division needed.
         per_row = self.chunk * self.action_dim  # numel of one row, without a tensor op
-        logp = (-0.5 * noise.square() - log_std).flatten(1).sum(-1, keepdim=True) - LOG_SQRT_2PI * per_row
+        logp = (-0.5 * noise.square() - log_std).sum(-1, keepdim=True) - LOG_SQRT_2PI * per_row
         if self.config.squash == "tanh":
-            logp = logp - tanh_log_det(pre).flatten(1).sum(-1, keepdim=True)
-        return ActionSample(actions=self.squash(pre), trace=pre, logp=logp)
+            logp = logp - tanh_log_det(pre).sum(-1, keepdim=True)
+        shape = (feat.shape[0], self.chunk, self.action_dim)
+        return ActionSample(actions=self.squash(pre).view(shape), trace=pre.view(shape), logp=logp)
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         mean, log_std = self.distribution(feat)
