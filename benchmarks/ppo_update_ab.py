@@ -9,6 +9,7 @@ alternates: one epoch of minibatch_epochs (16 minibatches of 32), 200 ``policy.a
 the thread's CPU clock (time spent descheduled is not counted).
 
     python benchmarks/ppo_update_ab.py --base main --repeats 30
+    python benchmarks/ppo_update_ab.py --base ed1456b --quick     # 5 repeats, < 1 minute
 The last line is one JSON object with the medians and ratios (base / this checkout).
 """
 
@@ -53,7 +54,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="HEAD", help="git revision to compare against")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="5 repeats (< 1 minute)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 5
     torch.set_num_threads(1)
     base_dir = Path(tempfile.mkdtemp())
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base, "robopolicy", "configs", "envs"],
