@@ -110,9 +110,9 @@ def distill(method: str, root: Path, prep: dict, args) -> dict:
 def held_out_success(policy_dir: Path, episodes: int, cameras: bool) -> float:
     from omegaconf import OmegaConf
 
+    from robopolicy.checkpoint import load_policy
     from robopolicy.cli import compose
     from robopolicy.evaluate import evaluate
-    from robopolicy.checkpoint import load_policy
 
     env = compose("train", [*ENV, *(CAMERA if cameras else [])]).env
     result = evaluate(load_policy(str(policy_dir)), OmegaConf.to_container(env, resolve=True), episodes=episodes,

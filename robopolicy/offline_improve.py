@@ -26,10 +26,10 @@ from torch import Tensor, nn
 
 from robopolicy.algorithms.ppo import PPOConfig, minibatch_epochs
 from robopolicy.encoders.state import mlp
+from robopolicy.evaluate import seeded_noise
 from robopolicy.normalizer import RunningMeanStd
 from robopolicy.objective import BCTerm, MiniBatch, Objective, PPOClipTerm
 from robopolicy.objective.value import explained_variance
-from robopolicy.evaluate import seeded_noise
 from robopolicy.offline_critic import discounted_returns, fit_by_minibatches
 from robopolicy.policy import Policy
 from robopolicy.types import OBS_STATE, ActionSample, Obs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_encoders import square_images
 
 from robopolicy.algorithms.bc import BC, BCConfig
 from robopolicy.algorithms.ppo import PPOConfig, objective_terms
@@ -14,17 +15,11 @@ from robopolicy.objective import EstimateTerm, ForwardCache, MiniBatch
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.train_run import ConfigError
 from robopolicy.types import OBS_PRIVILEGED, OBS_STATE
-from test_encoders import square_images
 
 CAMERA = {"cameras": ["front"], "shape": [3, 16, 16], "random_shift": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def student(estimate: list[int], privileged_dim: int = 3) -> Policy:

@@ -11,14 +11,7 @@ from robopolicy.heads.diffusion import DiffusionHead, DiffusionHeadConfig
 from robopolicy.heads.flow import FlowHead, FlowHeadConfig
 from robopolicy.policy import Policy, PolicyConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DIT = {"denoiser": "transformer", "dit_width": 32, "dit_depth": 2, "dit_heads": 4}

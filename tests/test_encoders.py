@@ -17,14 +17,7 @@ from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.train_run import ConfigError, run_training
 from robopolicy.types import OBS_STATE, TASK
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TASKS = ["push the block", "open the drawer"]

@@ -13,14 +13,7 @@ from robopolicy.inference import ChunkExecutor, TemporalEnsembler
 from robopolicy.policy import Policy, PolicyConfig
 from robopolicy.types import ActionSample
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ensemble_hand_computed():

@@ -17,14 +17,7 @@ pytest.importorskip("lerobot")
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.factory import make_pre_post_processors
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices on a shared 2-core box: a second torch thread only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ENV_CFG = {"_target_": "envs.gym_vec.make_gym_vec_env", "id": "robopolicy/ConstantReward-v0", "num_envs": 2,
