@@ -183,7 +183,7 @@ def load_state_checked(module: nn.Module, state: dict[str, Tensor], source: Path
 def freeze_parameters(policy: nn.Module, prefixes: list[str], key: str = "algo.freeze") -> list[nn.Parameter]:
     """Stop gradients for every parameter whose name starts with one of ``prefixes`` (e.g. a camera student's
     teacher layers: [head, encoder.net]); returns the parameters left to train. An unmatched list is an error."""
-    frozen = [name for name, _ in policy.named_parameters() if name.startswith(tuple(prefixes))]
+    frozen = {name for name, _ in policy.named_parameters() if name.startswith(tuple(prefixes))}
     if prefixes and not frozen:
         raise ValueError(f"{key}: no parameter name starts with any of {list(prefixes)}")
     for name, p in policy.named_parameters():

@@ -53,10 +53,8 @@ class ObsEncoder(nn.Module):
             nn.init.zeros_(self.film.bias)
         self.estimator = None
         if config.estimate_privileged:  # cameras + state -> estimated privileged entries (see EncoderConfig)
-            self.estimator = nn.Sequential(
-                mlp(n_cam * config.image.feature_dim + state_dim, list(config.estimator_hidden), config.activation),
-                nn.Linear(config.estimator_hidden[-1] if config.estimator_hidden else
-                          n_cam * config.image.feature_dim + state_dim, len(config.estimate_privileged)))
+            self.estimator = mlp(n_cam * config.image.feature_dim + state_dim, list(config.estimator_hidden),
+                                 config.activation, out_dim=len(config.estimate_privileged))
             self.register_buffer("estimate_index", torch.tensor(config.estimate_privileged), persistent=False)
             self.out_dim = self.state_dim
         elif config.fusion == "tokens":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.nn.modules import module as _module
 
 from robopolicy.encoders.config import EncoderConfig
+from robopolicy.fastcall import global_hooks, has_hooks
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
@@ -18,11 +18,10 @@ class MLP(nn.Sequential):
     batch-1 layer's kernel. Same ops, same autograd graph; layers with hooks go through ``__call__``."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        g = _module
-        if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks or g._global_backward_pre_hooks:
+        if global_hooks():
             return super().forward(x)
         for m in self._modules.values():
-            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:  # type: ignore[union-attr]
+            if has_hooks(m):  # type: ignore[arg-type]
                 x = m(x)  # type: ignore[misc]
             elif type(m) is nn.Linear:
                 x = F.linear(x, m.weight, m.bias)

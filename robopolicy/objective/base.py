@@ -30,28 +30,22 @@ class MiniBatch:
 
     def index(self, idx: Tensor) -> MiniBatch:
         """Rows ``idx`` of every field."""
-        return MiniBatch(
-            obs={k: v[idx] for k, v in self.obs.items()},
-            trace=self.trace[idx],
-            logp=self.logp[idx],
-            advantages=self.advantages[idx],
-            returns=self.returns[idx],
-            value=self.value[idx],
-            norm_obs=None if self.norm_obs is None else {k: v[idx] for k, v in self.norm_obs.items()},
-            extras={k: v[idx] for k, v in self.extras.items()},
-        )
+        return self._map(lambda v: v[idx])
 
     def slice(self, start: int, stop: int) -> MiniBatch:
         """Rows ``start:stop`` of every field, as views (no copy)."""
+        return self._map(lambda v: v[start:stop])
+
+    def _map(self, rows) -> MiniBatch:
         return MiniBatch(
-            obs={k: v[start:stop] for k, v in self.obs.items()},
-            trace=self.trace[start:stop],
-            logp=self.logp[start:stop],
-            advantages=self.advantages[start:stop],
-            returns=self.returns[start:stop],
-            value=self.value[start:stop],
-            norm_obs=None if self.norm_obs is None else {k: v[start:stop] for k, v in self.norm_obs.items()},
-            extras={k: v[start:stop] for k, v in self.extras.items()},
+            obs={k: rows(v) for k, v in self.obs.items()},
+            trace=rows(self.trace),
+            logp=rows(self.logp),
+            advantages=rows(self.advantages),
+            returns=rows(self.returns),
+            value=rows(self.value),
+            norm_obs=None if self.norm_obs is None else {k: rows(v) for k, v in self.norm_obs.items()},
+            extras={k: rows(v) for k, v in self.extras.items()},
         )
 
     def nbytes(self) -> int:
