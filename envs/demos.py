@@ -5,7 +5,8 @@
 
 Per frame t (LeRobot's convention: ``next.*`` is what the action at t led to):
     observation.state  (39,) float32   obs_t
-    action             (4,)  float32   a_t in [-1, 1] (after noise and clipping)
+    action             (4,)  float32   a_t in [-1, 1] (after ``action_noise`` and clipping; the expert's own
+                                       action under ``explore_noise``)
     next.reward        (1,)  float32   r_{t+1}
     next.success       (1,)  bool      info["success"] after a_t
     next.done          (1,)  bool      last frame of the episode
@@ -103,6 +104,7 @@ def record_demos(
     seed: int = 0,
     action_noise: float = 0.0,
     suboptimal_frac: float = 0.0,
+    explore_noise: float = 0.0,
     max_episode_steps: int = 200,
     progress: bool = True,
     stop_on_success: bool = True,
@@ -117,6 +119,9 @@ def record_demos(
     seed:            episode i resets with seed + i (goal/object placement), noise comes from ``seed`` too.
     action_noise:    std of Gaussian noise added to every expert action (then clipped to [-1, 1]).
     suboptimal_frac: probability that an episode uses noise std ``SUBOPTIMAL_NOISE`` instead (imperfect demos).
+    explore_noise:   std of Gaussian noise added to the EXECUTED action only; the frame keeps the expert's clean
+                     action as its label (DART, Laskey et al. 2017): the data covers the states a learner drifts
+                     into, each labelled with the expert's correction. ``next.*`` then follow the noisy action.
     Returns ``root``; prints the success rate of the recorded episodes.
     """
     from robopolicy.data.demos import quiet_lerobot_video_probe
@@ -133,6 +138,8 @@ def record_demos(
         raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
     if action_noise < 0:
         raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+    if explore_noise < 0:
+        raise ValueError(f"explore_noise must be >= 0, got {explore_noise}")
     if not 0.0 <= suboptimal_frac <= 1.0:
         raise ValueError(f"suboptimal_frac must be in [0, 1], got {suboptimal_frac}")
     root = Path(root)
@@ -166,7 +173,11 @@ def record_demos(
                     if std > 0:
                         action = action + rng.normal(0.0, std, size=action.shape)
                     action = np.clip(action, -1.0, 1.0).astype(np.float32)
-                    next_obs, reward, terminated, truncated, info = env.step(action)
+                    executed = action
+                    if explore_noise > 0:
+                        executed = action + rng.normal(0.0, explore_noise, size=action.shape)
+                        executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
+                    next_obs, reward, terminated, truncated, info = env.step(executed)
                     step_success = bool(info.get("success", False))
                     success |= step_success
                     done = terminated or truncated or (stop_on_success and step_success)

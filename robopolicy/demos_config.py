@@ -20,6 +20,7 @@ class RecorderConfig:
     seed: int = 0
     action_noise: float = 0.0
     suboptimal_frac: float = 0.0
+    explore_noise: float = 0.0
     max_episode_steps: int = 200
     stop_on_success: bool = True
     progress: bool = True
@@ -40,6 +41,8 @@ class DemosConfig:
     """Std of Gaussian noise added to every expert action (env units, then clipped)."""
     suboptimal_frac: float = 0.0
     """Probability that an episode is recorded with a much noisier policy (imperfect demos)."""
+    explore_noise: float = 0.0
+    """Std of Gaussian noise on the executed action only; frames keep the expert's clean action (DART)."""
     overwrite: bool = False
     """Replace an existing root folder."""
     stop_on_success: bool = True

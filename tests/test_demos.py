@@ -100,6 +100,23 @@ def test_action_noise_changes_actions(reach3: Path, tmp_path: Path):
     assert got.abs().max() <= 1.0  # clipped to the action bounds
 
 
+def test_explore_noise_moves_the_states_but_keeps_the_expert_labels(reach3: Path, tmp_path: Path):
+    dart = load_demos(record_demos("reach-v3", 1, tmp_path / "dart", seed=0, explore_noise=0.5, max_episode_steps=20,
+                                   progress=False, stop_on_success=False))
+    clean = load_demos(reach3)
+    states, actions = dart.obs["observation.state"], dart.actions[:, 0]
+    assert torch.allclose(states[0], clean.obs["observation.state"][0])  # same reset
+    assert not torch.allclose(states[1:20], clean.obs["observation.state"][1:20], atol=1e-3)  # noise was executed
+    expert = scripted_expert("reach-v3")
+    relabel = torch.tensor(np.stack([np.clip(expert.get_action(s.numpy()), -1, 1) for s in states]), dtype=torch.float32)
+    assert torch.allclose(actions, relabel, atol=1e-5)  # each frame's label: the expert on that frame's state
+
+
+def test_negative_explore_noise_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="explore_noise must be >= 0, got -0.1"):
+        record_demos("reach-v3", 1, tmp_path / "x", explore_noise=-0.1, progress=False)
+
+
 def _data_file(root: Path) -> Path:
     return next((root / "data").rglob("*.parquet"))
 
