@@ -179,9 +179,11 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     policy = policy.to(device)
     if policy.config.encoder.language.kind != "none":
         obs[TASK] = np.asarray(demos.task)  # type: ignore[assignment]  (strings, indexed by DemoSampler)
-    if resume_ckpt is None and cfg.get("init_policy"):
-        warm_start_from(policy, cfg.init_policy)
     set_obs_stats(policy, getattr(demos, "stats", None), obs)
+    if resume_ckpt is None and cfg.get("init_policy"):
+        # After the dataset's statistics: the copied layers were trained on the source's normalized inputs,
+        # so its normalizer must win wherever it has the key (a new key keeps the dataset's statistics).
+        warm_start_from(policy, cfg.init_policy)
     if resume_ckpt is None and getattr(policy.head.config, "binning", None) == "quantile":
         policy.head.fit_bins(policy.scaler.from_env(actions))  # token bins follow the demos' action density
     bc = BC(policy, algo_cfg)

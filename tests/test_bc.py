@@ -184,6 +184,25 @@ def test_run_bc_end_to_end_writes_the_run_folder(tmp_path, fake_loader):
     assert result.eval_summary is not None and result.eval_summary["episodes"] == 2
 
 
+def test_run_bc_warm_start_keeps_the_source_normalizer_over_the_new_datasets(tmp_path, fake_loader):
+    # The copied layers were trained on the source's normalized inputs: a second dataset with other statistics
+    # (more episodes, outliers) must not silently re-normalize what they see.
+    fake_loader["data"], _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0, seed=0)
+    source = run_training(bc_cfg(tmp_path, "name=source", "algo.steps=2", "algo.eval_every=0", "eval_episodes=0"),
+                          show_progress=False).checkpoint / "policy"
+    shifted, _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0, seed=1)
+    shifted.obs[OBS_STATE] = shifted.obs[OBS_STATE] * 5 + 10
+    fake_loader["data"] = shifted
+    result = run_training(bc_cfg(tmp_path, "name=warm", f"init_policy={source}", "algo.steps=2",
+                                 "algo.eval_every=0", "eval_episodes=0"), show_progress=False)
+    name = OBS_STATE.replace(".", "__")
+    want = Policy.from_pretrained(source).normalizer.stats[name]
+    got = Policy.from_pretrained(result.checkpoint / "policy").normalizer.stats[name]
+    torch.testing.assert_close(got.mean, want.mean)
+    torch.testing.assert_close(got.var, want.var)
+    assert not torch.allclose(got.mean, shifted.obs[OBS_STATE].mean(0))
+
+
 def test_run_bc_fits_quantile_token_bins_to_the_demo_actions(tmp_path, fake_loader):
     fake_loader["data"], _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0)
     cfg = bc_cfg(tmp_path, "policy=tokens", "policy.head_options.binning=quantile", "policy.head_options.num_bins=8",
