@@ -4,10 +4,13 @@ into a camera student, three ways at equal env steps.
     demos     the scripted expert under the default randomization: proprioception (19-D), observation.privileged
               (object pose, contacts, physics parameters) and the front camera (84x84)
     teacher   BC diffusion policy on [proprioception, privileged] (encoder.privileged=true)
+    student demos  2,000 more expert episodes plus 1,000 DART episodes (noise on the executed action, the expert's
+              clean action as the label: off-path states), on other reset seeds, merged with LeRobot's
+              aggregate_datasets; the camera estimator overfits the teacher's 200
     student   the teacher's layers reading [proprioception, camera estimate of the privileged state]
               (policy.encoder.estimate_privileged: a CNN on the front camera + proprioception estimates the object's
               pose, velocity, contacts and the goal; the physics parameters stay at their mean). Warm start: the
-              teacher's weights copied, then BC on the demos' images training only the estimator (algo.freeze) with
+              teacher's weights copied, then BC on the student demos' images training only the estimator (algo.freeze) with
               the estimate term. One init shared by every method, then per method, at the same env-step budget
               (every method keeps the estimate term on the rollout's privileged state):
         on_policy   algo=distill: the student acts, reverse KL to the teacher per denoising step on its own chains
@@ -65,20 +68,15 @@ def _train(overrides: list[str], quiet: bool):
 
 def prepare(root: Path, args) -> dict:
     """Demos, teacher and the student's BC warm start; each is reused when its folder already exists."""
-    from hydra.utils import instantiate
-
-    from robopolicy.cli import compose
-    from robopolicy.demos_config import register_demos_config
-
     out: dict = {}
     dataset = root / "demos"
     if not (dataset / "meta" / "info.json").exists():
-        register_demos_config()
         t0 = time.perf_counter()
-        instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *CAMERA, f"episodes={args.demos}",
-                                      f"root={dataset}", f"seed={args.seed}", "overwrite=true"]).recorder)
+        _record(dataset, args.demos, args.seed, [])
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
+    student_data = _student_demos(root, dataset, args, out)
+    data = {"teacher": dataset, "student_init": student_data}
     for name, overrides in {
         "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
         "student_init": [*STUDENT, *CAMERA, f"algo.steps={args.student_steps}", "algo.batch_size=64",
@@ -87,11 +85,47 @@ def prepare(root: Path, args) -> dict:
     }.items():
         ckpt = root / name / "checkpoints" / "LATEST"
         if not ckpt.exists():
-            _, wall = _train([*ENV, *overrides, "algo=bc", f"dataset={dataset}", f"seed={args.seed}",
+            _, wall = _train([*ENV, *overrides, "algo=bc", f"dataset={data[name]}", f"seed={args.seed}",
                               "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}"], args.quick)
             out[f"{name}_s"] = round(wall, 1)
         out[name] = root / name
     return out
+
+
+def _record(root: Path, episodes: int, seed: int, extra: list[str]) -> None:
+    from hydra.utils import instantiate
+
+    from robopolicy.cli import compose
+    from robopolicy.demos_config import register_demos_config
+
+    register_demos_config()
+    instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *CAMERA,
+                                  f"episodes={episodes}", f"root={root}", f"seed={seed}", "overwrite=true",
+                                  *extra]).recorder)
+
+
+def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> Path:
+    """The student's BC data: clean expert episodes plus DART episodes (noise executed, the expert's label kept),
+    merged by LeRobot's aggregate_datasets. 200 episodes let the camera estimator memorize them (0.8 cm on its
+    training frames, 3 cm median and a heavy tail on held-out seeds); more episodes and off-path states fix it."""
+    if args.student_demos == 0:
+        return teacher_demos
+    merged = root / "student_demos"
+    if (merged / "meta" / "info.json").exists():
+        return merged
+    from lerobot.datasets.aggregate import aggregate_datasets
+
+    t0 = time.perf_counter()
+    parts = [(root / "student_demos_clean", args.student_demos, args.seed + 1_000, []),
+             (root / "student_demos_dart", args.dart_demos, args.seed + 10_000, [f"explore_noise={args.explore_noise}"])]
+    parts = [p for p in parts if p[1] > 0]
+    for path, episodes, seed, extra in parts:
+        if not (path / "meta" / "info.json").exists():
+            _record(path, episodes, seed, extra)
+    aggregate_datasets([f"local/{p[0].name}" for p in parts], f"local/{merged.name}", roots=[p[0] for p in parts],
+                       aggr_root=merged)
+    out["student_demos_s"] = round(time.perf_counter() - t0, 1)
+    return merged
 
 
 def distill(method: str, root: Path, prep: dict, args) -> dict:
@@ -151,7 +185,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demos", type=int, default=200)
     parser.add_argument("--teacher-steps", type=int, default=20_000)
-    parser.add_argument("--student-steps", type=int, default=8_000)
+    parser.add_argument("--student-demos", type=int, default=2_000,
+                        help="clean expert episodes for the student's BC (0: reuse the teacher's demos)")
+    parser.add_argument("--dart-demos", type=int, default=1_000, help="DART episodes for the student's BC")
+    parser.add_argument("--explore-noise", type=float, default=0.3, help="DART: std of the executed action noise")
+    parser.add_argument("--student-steps", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=8_192, help="env steps per method")
     parser.add_argument("--n-steps", type=int, default=32, help="policy steps per env per iteration")
     parser.add_argument("--epochs", type=int, default=4)
@@ -162,6 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.demos, args.teacher_steps, args.student_steps, args.steps = 2, 20, 10, 256
+        args.student_demos, args.dart_demos = 2, 2
         args.n_steps, args.epochs, args.eval_every, args.eval_episodes, args.held_out_episodes = 8, 1, 0, 0, 2
     warnings.filterwarnings("ignore", message=r".*(not within the observation space|maximum and minimum values)")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
