@@ -121,6 +121,32 @@ def test_bc_freeze_trains_only_the_estimator():
         BC(policy, BCConfig(freeze=["decoder"]))
 
 
+def test_bc_imitation_coef_zero_trains_the_estimator_on_the_estimate_loss_alone():
+    from robopolicy.objective.estimate import estimate_loss
+
+    gen = torch.Generator().manual_seed(3)
+    policy = student([1])
+    obs, actions = square_data(64, gen)
+    policy.normalizer.update(obs)
+    batch = DemoSampler(obs, actions, 32, seed=0).next()
+    # The estimator's gradient is exactly that of the estimate loss: no action-level term reaches it.
+    norm = policy.normalizer(batch["obs"])
+    _, estimate = policy.encoder.features_and_estimate(norm)
+    want = torch.autograd.grad(estimate_loss(estimate, norm, policy.encoder.estimate_index),
+                               policy.encoder.estimator[-1].weight)[0]
+    bc = BC(policy, BCConfig(steps=1, batch_size=32, warmup_steps=0, ema_decay=0.0, imitation_coef=0.0,
+                             grad_clip=1e9, freeze=["head", "encoder.net"]))
+    seen = {}
+    policy.encoder.estimator[-1].weight.register_hook(lambda g: seen.setdefault("grad", g.clone()))
+    logs = bc.update(batch)
+    torch.testing.assert_close(seen["grad"], want)
+    assert logs["loss/bc"] > 0  # still measured
+    with pytest.raises(ValueError, match="bc: nothing to train: algo.imitation_coef=0 needs a camera student"):
+        BC(Policy(PolicyConfig(head="gaussian", state_dim=2, action_dim=1)), BCConfig(imitation_coef=0.0))
+    with pytest.raises(ValueError, match="imitation_coef"):
+        BCConfig(imitation_coef=-1.0)
+
+
 def test_ppo_freeze_keeps_the_teacher_layers_and_trains_the_estimator():
     from robopolicy.algorithms.ppo import PPO
     from robopolicy.critic import CriticConfig, ValueCritic

@@ -61,6 +61,10 @@ class BCConfig:
     estimate_coef: float = 1.0
     """Weight of the estimate loss of a camera student (policy.encoder.estimate_privileged) on the demos'
     observation.privileged, added to the imitation loss. Ignored for other policies."""
+    imitation_coef: float = 1.0
+    """Weight of the imitation loss. 0 trains a camera student's estimator on the estimate loss alone (still
+    logged as loss/bc): with its teacher's layers frozen, demos those layers cannot fit (noisy, off-path) would
+    otherwise bend the estimate away from the true state to fit the labels."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -69,7 +73,7 @@ class BCConfig:
             "ema_decay": 0 <= self.ema_decay < 1, "lr_schedule": self.lr_schedule in ("constant", "cosine"),
             "warmup_steps": self.warmup_steps >= 0, "eval_every": self.eval_every >= 0,
             "checkpoint_every": self.checkpoint_every >= 0, "log_every": self.log_every >= 1,
-            "estimate_coef": self.estimate_coef >= 0,
+            "estimate_coef": self.estimate_coef >= 0, "imitation_coef": self.imitation_coef >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -122,6 +126,9 @@ class BC:
 
     def __init__(self, policy: Policy, config: BCConfig):
         self.policy, self.config = policy, config
+        if config.imitation_coef == 0 and (policy.encoder.estimator is None or config.estimate_coef == 0):
+            raise ValueError("bc: nothing to train: algo.imitation_coef=0 needs a camera student "
+                             "(policy.encoder.estimate_privileged) and algo.estimate_coef > 0")
         self.trained = trained = freeze_parameters(policy, config.freeze)
         self.optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -158,7 +165,13 @@ class BC:
         target = policy.scaler.from_env(batch["actions"]).clamp(-1.0, 1.0)
         norm_obs = policy.normalizer(batch["obs"])
         feat, estimate = policy.encoder.features_and_estimate(norm_obs, augment=True)
-        imitation = loss = policy.head.imitation_loss(feat, target)
+        if self.config.imitation_coef > 0:
+            imitation = policy.head.imitation_loss(feat, target)
+            loss = self.config.imitation_coef * imitation
+        else:
+            with torch.no_grad():
+                imitation = policy.head.imitation_loss(feat.detach(), target)
+            loss = feat.new_zeros(())
         metrics: dict[str, float] = {}
         if estimate is not None and self.config.estimate_coef > 0:
             est = estimate_loss(estimate, norm_obs, policy.encoder.estimate_index)
