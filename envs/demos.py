@@ -97,6 +97,13 @@ def _obs_frame(obs: Any, env: gym.Env, features: dict[str, Any]) -> dict[str, np
     return frame
 
 
+def _perturbed(action: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """``action`` plus N(0, std^2) noise (none at std 0), clipped to the action bounds [-1, 1], float32."""
+    if std > 0:
+        action = action + rng.normal(0.0, std, size=action.shape)
+    return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
 def record_demos(
     task: str,
     episodes: int,
@@ -170,13 +177,8 @@ def record_demos(
                 success = False
                 for _ in range(max_episode_steps):
                     action = np.asarray(expert.get_action(obs), dtype=np.float64)
-                    if std > 0:
-                        action = action + rng.normal(0.0, std, size=action.shape)
-                    action = np.clip(action, -1.0, 1.0).astype(np.float32)
-                    executed = action
-                    if explore_noise > 0:
-                        executed = action + rng.normal(0.0, explore_noise, size=action.shape)
-                        executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
+                    action = _perturbed(action, std, rng)
+                    executed = _perturbed(action, explore_noise, rng) if explore_noise > 0 else action
                     next_obs, reward, terminated, truncated, info = env.step(executed)
                     step_success = bool(info.get("success", False))
                     success |= step_success
