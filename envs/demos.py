@@ -6,7 +6,7 @@
 Per frame t (LeRobot's convention: ``next.*`` is what the action at t led to):
     observation.state  (39,) float32   obs_t
     action             (4,)  float32   a_t in [-1, 1] (after ``action_noise`` and clipping; the expert's own
-                                       action under ``explore_noise``)
+                                       action under ``explore_noise`` and ``driver``)
     next.reward        (1,)  float32   r_{t+1}
     next.success       (1,)  bool      info["success"] after a_t
     next.done          (1,)  bool      last frame of the episode
@@ -17,6 +17,8 @@ also, per frame:
     randomization           (6,) float32  the episode's physics parameters (envs/randomization.py PARAM_NAMES)
     observation.privileged  (22,) float32 with env_kwargs.privileged
     observation.images.<c>  (S, S, 3) uint8 (PNG) with env_kwargs.cameras
+With ``driver`` (a saved policy) the policy acts and the expert only labels: DAgger's data aggregation, the
+learner's own states each with the expert's action (and, for the arm, the privileged state a camera estimator learns).
 An episode ends at the time limit or, with ``stop_on_success``, at its first successful frame.
 """
 
@@ -97,6 +99,35 @@ def _obs_frame(obs: Any, env: gym.Env, features: dict[str, Any]) -> dict[str, np
     return frame
 
 
+class _PolicyDriver:
+    """A saved chunk policy acting in one unbatched env: it predicts a chunk (1, H, A) and executes it open-loop,
+    as ``ActionChunk`` does in training and evaluation; torch draws come from ``seed``."""
+
+    def __init__(self, path: str | Path, seed: int):
+        import torch
+
+        from robopolicy.checkpoint import load_policy
+
+        self.policy = load_policy(path).eval()
+        self.queue: list[np.ndarray] = []
+        torch.manual_seed(seed)
+
+    def reset(self) -> None:
+        self.queue.clear()
+
+    def act(self, obs: Any) -> np.ndarray:
+        import torch
+
+        if not self.queue:
+            if not isinstance(obs, dict):
+                obs = {"observation.state": obs}
+            batch = {k: [v] if isinstance(v, str) else torch.from_numpy(np.asarray(v))[None] for k, v in obs.items()}
+            with torch.no_grad():
+                chunk = self.policy.act(batch, deterministic=True).actions[0]
+            self.queue = list(chunk.numpy().astype(np.float64))
+        return self.queue.pop(0)
+
+
 def _perturbed(action: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
     """``action`` plus N(0, std^2) noise (none at std 0), clipped to the action bounds [-1, 1], float32."""
     if std > 0:
@@ -112,6 +143,7 @@ def record_demos(
     action_noise: float = 0.0,
     suboptimal_frac: float = 0.0,
     explore_noise: float = 0.0,
+    driver: str | Path | None = None,
     max_episode_steps: int = 200,
     progress: bool = True,
     stop_on_success: bool = True,
@@ -126,9 +158,12 @@ def record_demos(
     seed:            episode i resets with seed + i (goal/object placement), noise comes from ``seed`` too.
     action_noise:    std of Gaussian noise added to every expert action (then clipped to [-1, 1]).
     suboptimal_frac: probability that an episode uses noise std ``SUBOPTIMAL_NOISE`` instead (imperfect demos).
-    explore_noise:   std of Gaussian noise added to the EXECUTED action only; the frame keeps the expert's clean
-                     action as its label (DART, Laskey et al. 2017): the data covers the states a learner drifts
-                     into, each labelled with the expert's correction. ``next.*`` then follow the noisy action.
+    explore_noise:   std of Gaussian noise added to the EXECUTED action only (the expert's or the driver's); the
+                     frame keeps the expert's clean action as its label (DART, Laskey et al. 2017): the data covers
+                     the states a learner drifts into, each labelled with the expert's correction. ``next.*`` then
+                     follow the noisy action.
+    driver:          a saved policy (folder or checkpoint) that acts instead of the expert, chunk by chunk; the
+                     expert still labels every frame (DAgger). The printed success rate is then the policy's.
     Returns ``root``; prints the success rate of the recorded episodes.
     """
     from robopolicy.data.demos import quiet_lerobot_video_probe
@@ -149,6 +184,8 @@ def record_demos(
         raise ValueError(f"explore_noise must be >= 0, got {explore_noise}")
     if not 0.0 <= suboptimal_frac <= 1.0:
         raise ValueError(f"suboptimal_frac must be in [0, 1], got {suboptimal_frac}")
+    if driver is not None and not Path(driver).exists():
+        raise FileNotFoundError(f"driver: no policy at {driver}")
     root = Path(root)
     if root.exists():
         if not overwrite:
@@ -160,6 +197,7 @@ def record_demos(
     is_arm = task in ARM_IDS or task in ARM_IDS.values()
     src = _arm_source(task, max_episode_steps, env_kwargs) if is_arm else _metaworld_source(task, max_episode_steps)
     env, expert, text = src.env, src.expert, src.text
+    actor = _PolicyDriver(driver, seed) if driver is not None else None
     rng = np.random.default_rng(seed)
     repo_id = f"local/{task.split('/')[-1]}"
     ds = LeRobotDataset.create(repo_id=repo_id, fps=src.fps, features=src.features, root=root, use_videos=False)
@@ -174,11 +212,14 @@ def record_demos(
                 bad = rng.random() < suboptimal_frac
                 std = SUBOPTIMAL_NOISE if bad else action_noise
                 obs, _ = env.reset(seed=seed + ep)
+                if actor is not None:
+                    actor.reset()
                 success = False
                 for _ in range(max_episode_steps):
                     action = np.asarray(expert.get_action(obs), dtype=np.float64)
                     action = _perturbed(action, std, rng)
-                    executed = _perturbed(action, explore_noise, rng) if explore_noise > 0 else action
+                    executed = action if actor is None else _perturbed(actor.act(obs), 0.0, rng)
+                    executed = _perturbed(executed, explore_noise, rng) if explore_noise > 0 else executed
                     next_obs, reward, terminated, truncated, info = env.step(executed)
                     step_success = bool(info.get("success", False))
                     success |= step_success

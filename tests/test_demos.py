@@ -117,6 +117,43 @@ def test_negative_explore_noise_is_refused(tmp_path: Path):
         record_demos("reach-v3", 1, tmp_path / "x", explore_noise=-0.1, progress=False)
 
 
+def test_driver_policy_acts_and_the_expert_labels_its_states(tmp_path: Path):
+    import gymnasium as gym
+
+    from envs.metaworld import ENV_NAME
+    from robopolicy.encoders import EncoderConfig
+    from robopolicy.policy import Policy, PolicyConfig
+
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(head="gaussian", encoder=EncoderConfig([16], "tanh"), state_dim=39, action_dim=4,
+                                 chunk=2)).eval()
+    path = policy.save_pretrained(tmp_path / "driver")
+    data = load_demos(record_demos("reach-v3", 1, tmp_path / "dagger", seed=0, driver=str(path), max_episode_steps=12,
+                                   progress=False, stop_on_success=False))
+    states, labels = data.obs["observation.state"], data.actions[:, 0]
+    expert = scripted_expert("reach-v3")
+    relabel = torch.tensor(np.stack([np.clip(expert.get_action(s.numpy()), -1, 1) for s in states]), dtype=torch.float32)
+    assert torch.allclose(labels, relabel, atol=1e-5)  # the expert labels every frame
+    # Replay: the policy's chunk from each chunk's first state, executed open-loop, gives the recorded states.
+    env = gym.make(ENV_NAME, task="reach-v3", max_episode_steps=12, disable_env_checker=True)
+    obs, _ = env.reset(seed=0)
+    executed = []
+    with torch.no_grad():
+        for t in range(0, 10, 2):
+            assert np.allclose(obs, states[t].numpy(), atol=1e-5), f"state {t} is not the replay's"
+            chunk = policy.act({"observation.state": states[t][None]}, deterministic=True).actions[0].numpy()
+            for action in np.clip(chunk, -1, 1).astype(np.float32):
+                executed.append(action)
+                obs = env.step(action)[0]
+    env.close()
+    assert not np.allclose(np.stack(executed), labels[:10].numpy(), atol=0.05)  # the policy, not the expert, acted
+
+
+def test_missing_driver_is_refused(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="driver: no policy at /nowhere/policy"):
+        record_demos("reach-v3", 1, tmp_path / "x", driver="/nowhere/policy", progress=False)
+
+
 def _data_file(root: Path) -> Path:
     return next((root / "data").rglob("*.parquet"))
 
