@@ -22,9 +22,9 @@ CAMERA = {"cameras": ["front"], "shape": [3, 16, 16], "random_shift": 0}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def student(estimate: list[int], privileged_dim: int = 3) -> Policy:
+def student(estimate: list[int], privileged_dim: int = 3, skip: bool = False) -> Policy:
     enc = EncoderConfig.from_dict({"hidden_sizes": [32], "image": CAMERA, "estimate_privileged": estimate,
-                                   "estimator_hidden": [32]})
+                                   "estimator_hidden": [32], "estimator_skip": skip})
     return Policy(PolicyConfig(head="gaussian", encoder=enc, state_dim=2, privileged_dim=privileged_dim,
                                action_dim=1, chunk=1, action_low=[-1.0], action_high=[1.0]))
 
@@ -56,6 +56,24 @@ def test_student_learns_the_privileged_entry_from_the_camera_and_acts_without_pr
         _, estimate = policy.encoder.features_and_estimate(policy.normalizer(test_obs))
     assert (pred.sign() == test_actions.sign()).float().mean() > 0.95
     assert (estimate[:, 0].sign() == side.sign()).float().mean() > 0.95  # normalized: side -1 / +1 -> -1 / +1
+
+
+def test_estimator_skip_starts_as_the_mlp_alone_and_adds_a_linear_state_path(tmp_path):
+    torch.manual_seed(0)
+    source = student([0, 1])
+    pupil = student([0, 1], skip=True)
+    warm_start_from(pupil, str(source.save_pretrained(tmp_path / "source")))
+    obs, _ = square_data(16, torch.Generator().manual_seed(1))
+    obs[OBS_STATE] = torch.randn(16, 2)
+    with torch.no_grad():
+        _, before = source.encoder.features_and_estimate(obs)
+        _, same = pupil.encoder.features_and_estimate(obs)
+        assert torch.equal(same, before)  # zero-initialized: a warm start from a student without it is unchanged
+        torch.nn.init.normal_(pupil.encoder.estimator_skip.weight)
+        torch.nn.init.normal_(pupil.encoder.estimator_skip.bias)
+        _, moved = pupil.encoder.features_and_estimate(obs)
+    skip = pupil.encoder.estimator_skip
+    assert torch.allclose(moved - before, obs[OBS_STATE] @ skip.weight.T + skip.bias, atol=1e-6)
 
 
 def test_warm_start_copies_every_teacher_layer_and_leaves_the_camera_estimator_fresh(tmp_path, capsys):

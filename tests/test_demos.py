@@ -100,6 +100,12 @@ def test_action_noise_changes_actions(reach3: Path, tmp_path: Path):
     assert got.abs().max() <= 1.0  # clipped to the action bounds
 
 
+def _expert_labels(task: str, states: torch.Tensor) -> torch.Tensor:
+    """The scripted expert's action (clipped to the bounds) on each of ``states`` (N, 39)."""
+    expert = scripted_expert(task)
+    return torch.tensor(np.stack([np.clip(expert.get_action(s.numpy()), -1, 1) for s in states]), dtype=torch.float32)
+
+
 def test_explore_noise_moves_the_states_but_keeps_the_expert_labels(reach3: Path, tmp_path: Path):
     dart = load_demos(record_demos("reach-v3", 1, tmp_path / "dart", seed=0, explore_noise=0.5, max_episode_steps=20,
                                    progress=False, stop_on_success=False))
@@ -107,8 +113,7 @@ def test_explore_noise_moves_the_states_but_keeps_the_expert_labels(reach3: Path
     states, actions = dart.obs["observation.state"], dart.actions[:, 0]
     assert torch.allclose(states[0], clean.obs["observation.state"][0])  # same reset
     assert not torch.allclose(states[1:20], clean.obs["observation.state"][1:20], atol=1e-3)  # noise was executed
-    expert = scripted_expert("reach-v3")
-    relabel = torch.tensor(np.stack([np.clip(expert.get_action(s.numpy()), -1, 1) for s in states]), dtype=torch.float32)
+    relabel = _expert_labels("reach-v3", states)
     assert torch.allclose(actions, relabel, atol=1e-5)  # each frame's label: the expert on that frame's state
 
 
@@ -131,8 +136,7 @@ def test_driver_policy_acts_and_the_expert_labels_its_states(tmp_path: Path):
     data = load_demos(record_demos("reach-v3", 1, tmp_path / "dagger", seed=0, driver=str(path), max_episode_steps=12,
                                    progress=False, stop_on_success=False))
     states, labels = data.obs["observation.state"], data.actions[:, 0]
-    expert = scripted_expert("reach-v3")
-    relabel = torch.tensor(np.stack([np.clip(expert.get_action(s.numpy()), -1, 1) for s in states]), dtype=torch.float32)
+    relabel = _expert_labels("reach-v3", states)
     assert torch.allclose(labels, relabel, atol=1e-5)  # the expert labels every frame
     # Replay: the policy's chunk from each chunk's first state, executed open-loop, gives the recorded states.
     env = gym.make(ENV_NAME, task="reach-v3", max_episode_steps=12, disable_env_checker=True)

@@ -100,6 +100,10 @@ class EncoderConfig:
     ``estimate`` loss term regresses the estimates onto it; acting never needs it. [] = off."""
     estimator_hidden: list[int] = field(default_factory=lambda: [256])
     """Hidden widths of the estimator MLP (estimate_privileged)."""
+    estimator_skip: bool = False
+    """A linear path from observation.state to the estimates, added to the estimator MLP's output (zero at
+    init): where the truth is nearly linear in the proprioception (a grasped cube sits where the gripper is),
+    the MLP only learns the residual."""
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:

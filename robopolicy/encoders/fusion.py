@@ -56,6 +56,10 @@ class ObsEncoder(nn.Module):
             self.estimator = mlp(n_cam * config.image.feature_dim + state_dim, list(config.estimator_hidden),
                                  config.activation, out_dim=len(config.estimate_privileged))
             self.register_buffer("estimate_index", torch.tensor(config.estimate_privileged), persistent=False)
+            if config.estimator_skip:
+                self.estimator_skip = nn.Linear(state_dim, len(config.estimate_privileged))
+                nn.init.zeros_(self.estimator_skip.weight)  # starts as the MLP alone (a warm start is unchanged)
+                nn.init.zeros_(self.estimator_skip.bias)
             self.out_dim = self.state_dim
         elif config.fusion == "tokens":
             d = config.token_dim
@@ -90,6 +94,8 @@ class ObsEncoder(nn.Module):
     def _estimated_features(self, obs: Obs, augment: bool) -> tuple[Tensor, Tensor]:
         images = self.images(obs, None, augment)
         estimate = self.estimator(torch.cat([images.flatten(1), obs[OBS_STATE]], dim=-1))
+        if self.config.estimator_skip:
+            estimate = estimate + self.estimator_skip(obs[OBS_STATE])
         privileged = estimate.new_zeros(estimate.shape[0], self.privileged_dim)
         privileged = privileged.index_copy(1, self.estimate_index, estimate)
         return self.net(torch.cat([obs[OBS_STATE], privileged], dim=-1)), estimate
