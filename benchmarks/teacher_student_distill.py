@@ -116,7 +116,7 @@ def _estimator_dagger(root: Path, student: Path, data: Path, args, out: dict) ->
     aggregated with everything before, it keeps the demo frames. Returns the last round's student."""
     from lerobot.datasets.aggregate import aggregate_datasets
 
-    out["dagger_env_steps"] = 0
+    out["dagger_env_steps"], out["dagger_students"] = 0, []
     for k in range(1, args.dagger_rounds + 1):
         name = f"student_dagger_{k}"
         rollouts, merged = root / f"student_rollouts_{k}", root / f"student_demos_dagger_{k}"
@@ -136,6 +136,7 @@ def _estimator_dagger(root: Path, student: Path, data: Path, args, out: dict) ->
                     f"torch_threads={args.bc_threads}"], args.quick)
             out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
         student, data = root / name, merged
+        out["dagger_students"].append(student)
     return student
 
 
@@ -245,6 +246,35 @@ def plot(results: list[dict], teacher: float, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_rounds(rounds: list[tuple[float, float | None]], teacher: float, path: Path) -> Path:
+    """Held-out success and position error of the student after each offline DAgger round (0 = BC warm start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = list(range(len(rounds)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.plot(xs, [r[0] for r in rounds], marker="o", label="camera student")
+    left.axhline(teacher, color="k", linestyle="--", label=f"teacher ({teacher:.0%})")
+    for share, style in ((0.85, ":"), (0.9, "-.")):
+        left.axhline(share * teacher, color="gray", linestyle=style, label=f"{share:.0%} of the teacher")
+    left.set_ylabel("held-out success")
+    left.set_ylim(0, 1.02)
+    right.plot(xs, [r[1] for r in rounds], marker="o", color="tab:red")
+    right.set_ylabel("median object-position error (cm)\nalong its own episodes")
+    for ax in (left, right):
+        ax.set_xlabel("offline DAgger round (0 = BC warm start)")
+        ax.set_xticks(xs)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.suptitle("arm pick-place, randomized: the camera student's estimator on its own trajectories")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy budgets, < 1 minute")
@@ -290,11 +320,15 @@ def main() -> None:
     bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, True)
     print(f"teacher {teacher:.0%}, student after BC warm start {bc:.0%} (held-out seeds; median error of its "
           f"object-position estimate {bc_error} cm)", flush=True)
-    init, init_error = bc, bc_error
-    if args.dagger_rounds > 0:
-        init, init_error = held_out_success(prep["student_init"], args.held_out_episodes, True)
-        print(f"student after {args.dagger_rounds} offline DAgger round(s) of its estimator {init:.0%} "
-              f"(position error {init_error} cm; {prep['dagger_env_steps']} env steps of its own)", flush=True)
+    rounds = [(bc, bc_error)]
+    for k, student in enumerate(prep["dagger_students"], 1):
+        rounds.append(held_out_success(student, args.held_out_episodes, True))
+        print(f"student after offline DAgger round {k} of its estimator: {rounds[-1][0]:.0%} (position error "
+              f"{rounds[-1][1]} cm)", flush=True)
+    init, init_error = rounds[-1]
+    if len(rounds) > 1:
+        print(f"  {prep['dagger_env_steps']} env steps of the student's own over {len(rounds) - 1} round(s); plot: "
+              f"{plot_rounds(rounds, teacher, root / 'dagger_rounds.png')}", flush=True)
     results = []
     for method in args.methods:
         r = distill(method, root, prep, args)
@@ -312,6 +346,7 @@ def main() -> None:
     summary = {"teacher_success": teacher, "student_bc_success": bc, "student_bc_position_error_cm": bc_error,
                "student_init_success": init, "student_init_position_error_cm": init_error,
                "dagger_rounds": args.dagger_rounds, "dagger_env_steps": prep["dagger_env_steps"],
+               "dagger_round_success": [r[0] for r in rounds], "dagger_round_position_error_cm": [r[1] for r in rounds],
                "init_fraction_of_teacher": round(init / teacher, 3) if teacher > 0 else None,
                "env_steps": args.steps, "held_out_episodes": args.held_out_episodes}
     for r in results:
