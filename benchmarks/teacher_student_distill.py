@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--dart-demos", type=int, default=1_000, help="DART episodes for the student's BC")
     parser.add_argument("--explore-noise", type=float, default=0.3, help="DART: std of the executed action noise")
     parser.add_argument("--student-steps", type=int, default=8_000)
-    parser.add_argument("--dagger-rounds", type=int, default=1,
+    parser.add_argument("--dagger-rounds", type=int, default=2,
                         help="offline DAgger rounds for the camera estimator after the BC warm start (0: none)")
     parser.add_argument("--dagger-episodes", type=int, default=1_000, help="student-driven episodes per round")
     parser.add_argument("--dagger-steps", type=int, default=6_000, help="BC steps per round")
