@@ -58,6 +58,8 @@ STUDENT = ["policy=diffusion", "policy.encoder.image.cameras=[front]", "policy.e
 # Every method keeps the teacher's layers fixed (algo.freeze) and the estimate term on the rollout's privileged
 # state: what it adds is where the estimator's data comes from and which action-level term reaches it.
 FROZEN = ["algo.freeze=[head,encoder.net]"]
+# BC of the estimator alone (warm start and DAgger rounds): teacher layers frozen, the estimate term only.
+ESTIMATOR_BC = [*FROZEN, "algo.imitation_coef=0", "algo.batch_size=64", "algo.warmup_steps=200"]
 METHODS = {
     "on_policy": ["algo.distill_kind=reverse_kl", *FROZEN],
     "dagger": ["algo.distill_kind=dagger", *FROZEN],
@@ -93,9 +95,8 @@ def prepare(root: Path, args) -> dict:
     data = {"teacher": dataset, "student_init": student_data}
     for name, overrides in {
         "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
-        "student_init": [*STUDENT, *CAMERA, f"algo.steps={args.student_steps}", "algo.batch_size=64",
-                         "algo.learning_rate=1e-3", "algo.warmup_steps=200", f"init_policy={root / 'teacher'}",
-                         "algo.freeze=[head,encoder.net]", "algo.imitation_coef=0"],
+        "student_init": [*STUDENT, *CAMERA, *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
+                         "algo.learning_rate=1e-3", f"init_policy={root / 'teacher'}"],
     }.items():
         ckpt = root / name / "checkpoints" / "LATEST"
         if not ckpt.exists():
@@ -114,8 +115,6 @@ def _estimator_dagger(root: Path, student: Path, data: Path, args, out: dict) ->
     estimate learns), they join the data (aggregate_datasets), and BC continues from the student on the estimate
     term alone. Online, on a few hundred of its latest steps, the estimator drifted toward the failure states;
     aggregated with everything before, it keeps the demo frames. Returns the last round's student."""
-    from lerobot.datasets.aggregate import aggregate_datasets
-
     out["dagger_env_steps"], out["dagger_students"] = 0, []
     for k in range(1, args.dagger_rounds + 1):
         name = f"student_dagger_{k}"
@@ -126,18 +125,23 @@ def _estimator_dagger(root: Path, student: Path, data: Path, args, out: dict) ->
                     [f"driver={student}"])
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         if not (merged / "meta" / "info.json").exists():
-            aggregate_datasets([f"local/{data.name}", f"local/{rollouts.name}"], f"local/{merged.name}",
-                               roots=[data, rollouts], aggr_root=merged)
+            _merge([data, rollouts], merged)
         if not (root / name / "checkpoints" / "LATEST").exists():
-            _train([*ENV, *STUDENT, *CAMERA, "algo=bc", f"dataset={merged}", f"init_policy={student}",
-                    "algo.freeze=[head,encoder.net]", "algo.imitation_coef=0", f"algo.steps={args.dagger_steps}",
-                    "algo.batch_size=64", f"algo.learning_rate={args.dagger_lr}", "algo.warmup_steps=200",
-                    f"seed={args.seed}", "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}",
+            _train([*ENV, *STUDENT, *CAMERA, *ESTIMATOR_BC, "algo=bc", f"dataset={merged}", f"init_policy={student}",
+                    f"algo.steps={args.dagger_steps}", f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}",
+                    "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}",
                     f"torch_threads={args.bc_threads}"], args.quick)
             out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
         student, data = root / name, merged
         out["dagger_students"].append(student)
     return student
+
+
+def _merge(parts: list[Path], merged: Path) -> None:
+    """LeRobot's aggregate_datasets over local folders (repo ids are only names here)."""
+    from lerobot.datasets.aggregate import aggregate_datasets
+
+    aggregate_datasets([f"local/{p.name}" for p in parts], f"local/{merged.name}", roots=parts, aggr_root=merged)
 
 
 def _record(root: Path, episodes: int, seed: int, extra: list[str]) -> None:
@@ -162,8 +166,6 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> Path:
     merged = root / "student_demos"
     if (merged / "meta" / "info.json").exists():
         return merged
-    from lerobot.datasets.aggregate import aggregate_datasets
-
     t0 = time.perf_counter()
     dart = [f"explore_noise={args.explore_noise}"]
     parts = [(root / "student_demos_clean", args.student_demos, args.seed + 1_000, []),
@@ -172,8 +174,7 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> Path:
     for path, episodes, seed, extra in parts:
         if not (path / "meta" / "info.json").exists():
             _record(path, episodes, seed, extra)
-    aggregate_datasets([f"local/{p[0].name}" for p in parts], f"local/{merged.name}", roots=[p[0] for p in parts],
-                       aggr_root=merged)
+    _merge([p[0] for p in parts], merged)
     out["student_demos_s"] = round(time.perf_counter() - t0, 1)
     return merged
 

@@ -100,32 +100,29 @@ def _obs_frame(obs: Any, env: gym.Env, features: dict[str, Any]) -> dict[str, np
 
 
 class _PolicyDriver:
-    """A saved chunk policy acting in one unbatched env: it predicts a chunk (1, H, A) and executes it open-loop,
-    as ``ActionChunk`` does in training and evaluation; torch draws come from ``seed``."""
+    """A saved chunk policy acting in one unbatched env. ``ChunkExecutor``'s receding horizon with n = H runs each
+    predicted chunk (1, H, A) open-loop, as ``ActionChunk`` does in training; torch draws come from ``seed``."""
 
     def __init__(self, path: str | Path, seed: int):
         import torch
 
         from robopolicy.checkpoint import load_policy
+        from robopolicy.inference import ChunkExecutor
 
-        self.policy = load_policy(path).eval()
-        self.queue: list[np.ndarray] = []
+        self.executor = ChunkExecutor(load_policy(path).eval(), "receding")
         torch.manual_seed(seed)
 
     def reset(self) -> None:
-        self.queue.clear()
+        self.executor.reset()
 
     def act(self, obs: Any) -> np.ndarray:
         import torch
 
-        if not self.queue:
-            if not isinstance(obs, dict):
-                obs = {"observation.state": obs}
-            batch = {k: [v] if isinstance(v, str) else torch.from_numpy(np.asarray(v))[None] for k, v in obs.items()}
-            with torch.no_grad():
-                chunk = self.policy.act(batch, deterministic=True).actions[0]
-            self.queue = list(chunk.numpy().astype(np.float64))
-        return self.queue.pop(0)
+        if not isinstance(obs, dict):
+            obs = {"observation.state": obs}
+        batch = {k: [v] if isinstance(v, str) else torch.from_numpy(np.asarray(v))[None] for k, v in obs.items()}
+        with torch.no_grad():
+            return self.executor.act(batch, deterministic=True).actions[0, 0].numpy().astype(np.float64)
 
 
 def _perturbed(action: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
