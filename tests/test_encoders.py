@@ -223,6 +223,27 @@ def test_image_dataset_loads_with_plain_lerobot_and_matches_load_demos(tmp_path)
     assert "observation.images.front" not in ours.stats  # images are scaled, not normalized
 
 
+def test_arrow_columns_equal_the_per_row_read(tmp_path, monkeypatch):
+    """load_demos reads whole Arrow columns; the per-row read (datasets' formatting, the fallback) gives the same
+    tensors, images included, bit for bit."""
+    import robopolicy.data.demos as demos_module
+
+    write_image_dataset(tmp_path / "demos", episodes=2, steps=3)
+    per_row = demos_module._column_rows
+    with monkeypatch.context() as m:  # the fast read must not fall back to the per-row one
+        m.setattr(demos_module, "_column_rows", lambda *a: pytest.fail("per-row read on a well-formed dataset"))
+        fast = demos_module.load_demos(tmp_path / "demos", chunk=2)
+    assert demos_module._column_rows is per_row
+    monkeypatch.setattr(demos_module, "_arrow_table", lambda hf: None)
+    rows = demos_module.load_demos(tmp_path / "demos", chunk=2)
+    assert set(fast.obs) == set(rows.obs) and "observation.images.front" in fast.obs
+    for key in fast.obs:
+        assert torch.equal(fast.obs[key], rows.obs[key]), key
+    assert torch.equal(fast.actions, rows.actions) and torch.equal(fast.episode_index, rows.episode_index)
+    assert fast.task == rows.task
+    assert all(torch.equal(fast.stats[k][s], rows.stats[k][s]) for k in fast.stats for s in fast.stats[k])
+
+
 def square_images(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, 16, 16) uint8 black frames with a white 4x4 square in the left or right half; side (N,) in {-1, 1}."""
     side = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
