@@ -5,8 +5,9 @@ into a camera student, three ways at equal env steps.
               (object pose, contacts, physics parameters) and the front camera (84x84)
     teacher   BC diffusion policy on [proprioception, privileged] (encoder.privileged=true)
     student demos  2,000 more expert episodes plus 1,000 DART episodes (noise on the executed action, the expert's
-              clean action as the label: off-path states), on other reset seeds, merged with LeRobot's
-              aggregate_datasets; the camera estimator overfits the teacher's 200
+              clean action as the label: off-path states), on other reset seeds, loaded together with them
+              (dataset=[...]: concatenated as LeRobot's aggregate_datasets would merge them, without writing the
+              copy); the camera estimator overfits the teacher's 200
     student   the teacher's layers reading [proprioception, camera estimate of the privileged state]
               (policy.encoder.estimate_privileged: a CNN on the front camera + proprioception estimates the object's
               pose, velocity, contacts and the goal; the physics parameters stay at their mean). Warm start: the
@@ -71,10 +72,10 @@ HELD_OUT_SEED = 50_000
 
 
 def _train(overrides: list[str], quiet: bool):
+    import torch
+
     from robopolicy.cli import compose
     from robopolicy.train_run import run_training
-
-    import torch
 
     threads, t0 = torch.get_num_threads(), time.perf_counter()
     result = run_training(compose("train", [*overrides, "logger=none"]), show_progress=not quiet)
@@ -92,7 +93,7 @@ def prepare(root: Path, args) -> dict:
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
     student_data = _student_demos(root, dataset, args, out)
-    data = {"teacher": dataset, "student_init": student_data}
+    data = {"teacher": [dataset], "student_init": student_data}
     for name, overrides in {
         "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
         "student_init": [*STUDENT, *CAMERA, *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
@@ -100,7 +101,7 @@ def prepare(root: Path, args) -> dict:
     }.items():
         ckpt = root / name / "checkpoints" / "LATEST"
         if not ckpt.exists():
-            _, wall = _train([*ENV, *overrides, "algo=bc", f"dataset={data[name]}", f"seed={args.seed}",
+            _, wall = _train([*ENV, *overrides, "algo=bc", _dataset(data[name]), f"seed={args.seed}",
                               "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}"], args.quick)
             out[f"{name}_s"] = round(wall, 1)
         out[name] = root / name
@@ -109,39 +110,36 @@ def prepare(root: Path, args) -> dict:
     return out
 
 
-def _estimator_dagger(root: Path, student: Path, data: Path, args, out: dict) -> Path:
+def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: dict) -> Path:
     """DAgger for the camera estimator, offline: each round the current student drives ``dagger_episodes`` episodes
     on fresh reset seeds (``robopolicy demos driver=...``: its own frames, each with the privileged state the
-    estimate learns), they join the data (aggregate_datasets), and BC continues from the student on the estimate
+    estimate learns), they join the data (the folders load together), and BC continues from the student on the estimate
     term alone. Online, on a few hundred of its latest steps, the estimator drifted toward the failure states;
     aggregated with everything before, it keeps the demo frames. Returns the last round's student."""
     out["dagger_env_steps"], out["dagger_students"] = 0, []
     for k in range(1, args.dagger_rounds + 1):
         name = f"student_dagger_{k}"
-        rollouts, merged = root / f"student_rollouts_{k}", root / f"student_demos_dagger_{k}"
+        rollouts = root / f"student_rollouts_{k}"
         t0 = time.perf_counter()
         if not (rollouts / "meta" / "info.json").exists():
             _record(rollouts, args.dagger_episodes, args.seed + 20_000 + (k - 1) * args.dagger_episodes,
                     [f"driver={student}"])
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
-        if not (merged / "meta" / "info.json").exists():
-            _merge([data, rollouts], merged)
+        data = [*data, rollouts]
         if not (root / name / "checkpoints" / "LATEST").exists():
-            _train([*ENV, *STUDENT, *CAMERA, *ESTIMATOR_BC, "algo=bc", f"dataset={merged}", f"init_policy={student}",
+            _train([*ENV, *STUDENT, *CAMERA, *ESTIMATOR_BC, "algo=bc", _dataset(data), f"init_policy={student}",
                     f"algo.steps={args.dagger_steps}", f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}",
                     "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}",
                     f"torch_threads={args.bc_threads}"], args.quick)
             out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
-        student, data = root / name, merged
+        student = root / name
         out["dagger_students"].append(student)
     return student
 
 
-def _merge(parts: list[Path], merged: Path) -> None:
-    """LeRobot's aggregate_datasets over local folders (repo ids are only names here)."""
-    from lerobot.datasets.aggregate import aggregate_datasets
-
-    aggregate_datasets([f"local/{p.name}" for p in parts], f"local/{merged.name}", roots=parts, aggr_root=merged)
+def _dataset(parts: list[Path]) -> str:
+    """The ``dataset=`` override for several LeRobotDataset folders, loaded one after another."""
+    return "dataset=[" + ",".join(str(p) for p in parts) + "]"
 
 
 def _record(root: Path, episodes: int, seed: int, extra: list[str]) -> None:
@@ -156,16 +154,13 @@ def _record(root: Path, episodes: int, seed: int, extra: list[str]) -> None:
                                   *extra]).recorder)
 
 
-def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> Path:
+def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Path]:
     """The student's BC data: clean expert episodes plus DART episodes (noise executed, the expert's label kept),
-    merged by LeRobot's aggregate_datasets. 200 episodes let the camera estimator memorize them (0.8 cm on its
+    loaded together. 200 episodes let the camera estimator memorize them (0.8 cm on its
     training frames, 3 cm median and a heavy tail on held-out seeds); with these 3,000 it is precise on unseen expert
     frames (0.76 cm), though not yet along the policies' own trajectories (docs/finetuning.md)."""
     if args.student_demos == 0:
-        return teacher_demos
-    merged = root / "student_demos"
-    if (merged / "meta" / "info.json").exists():
-        return merged
+        return [teacher_demos]
     t0 = time.perf_counter()
     dart = [f"explore_noise={args.explore_noise}"]
     parts = [(root / "student_demos_clean", args.student_demos, args.seed + 1_000, []),
@@ -174,9 +169,8 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> Path:
     for path, episodes, seed, extra in parts:
         if not (path / "meta" / "info.json").exists():
             _record(path, episodes, seed, extra)
-    _merge([p[0] for p in parts], merged)
     out["student_demos_s"] = round(time.perf_counter() - t0, 1)
-    return merged
+    return [p[0] for p in parts]
 
 
 def distill(method: str, root: Path, prep: dict, args) -> dict:

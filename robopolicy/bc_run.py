@@ -67,12 +67,21 @@ def check_demos(demos: Any, env: Any, root: str, env_name: str = "the env") -> N
             raise ConfigError(f"dataset: {root} {key} contains NaN or Inf")
 
 
+def check_dataset_paths(dataset: Any) -> None:
+    """``dataset`` is one folder or a list of folders; ConfigError naming the first that does not exist."""
+    roots = [dataset] if isinstance(dataset, str | Path) else list(dataset)
+    if not roots:
+        raise ConfigError("dataset: an empty list (give a LeRobotDataset directory or a list of them)")
+    for root in roots:
+        if not Path(root).exists():
+            raise ConfigError(f"dataset: {root} does not exist")
+
+
 def load_demo_tensors(cfg: DictConfig, env: Any, device: torch.device) -> tuple[Any, dict[str, torch.Tensor], torch.Tensor]:
     """``cfg.dataset`` as chunks for ``env``, checked: (demos, obs on device, actions (N, H, A) padding filled)."""
     if not cfg.get("dataset"):
         raise ConfigError("dataset: required (a LeRobotDataset directory)")
-    if not Path(cfg.dataset).exists():
-        raise ConfigError(f"dataset: {cfg.dataset} does not exist")
+    check_dataset_paths(cfg.dataset)
     from robopolicy.data.demos import load_demos  # lerobot is imported only when demos are used
 
     try:
@@ -158,8 +167,7 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     cfg, run_dir, resume_ckpt = _resolve(cfg)
     if not cfg.get("dataset"):
         raise ConfigError("dataset: required for algo=bc (a LeRobotDataset directory)")
-    if not Path(cfg.dataset).exists():
-        raise ConfigError(f"dataset: {cfg.dataset} does not exist")
+    check_dataset_paths(cfg.dataset)
     algo_cfg = bc_config(cfg)
     seed_everything(int(cfg.seed))
     env = build_env(OmegaConf.merge(cfg.env, {"seed": int(cfg.env.seed) + int(cfg.seed)}))

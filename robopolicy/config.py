@@ -71,8 +71,9 @@ class TrainConfig:
     """Write an mp4 of one evaluation episode at the end."""
     resume: str | None = None
     """A run folder or checkpoint folder to continue from."""
-    dataset: str | None = None
-    """LeRobotDataset directory of demonstrations; required for algo=bc."""
+    dataset: Any = None
+    """LeRobotDataset directory of demonstrations, or a list of them (loaded one after another, as if merged);
+    required for algo=bc."""
     init_policy: str | None = None
     """Policy / checkpoint / run folder to start from (fine-tuning); replaces the policy= architecture."""
     init_head_options: dict[str, Any] = field(default_factory=dict)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -21,7 +21,7 @@ class RecorderConfig:
     action_noise: float = 0.0
     suboptimal_frac: float = 0.0
     explore_noise: float = 0.0
-    driver: Optional[str] = None
+    driver: str | None = None
     max_episode_steps: int = 200
     stop_on_success: bool = True
     progress: bool = True
@@ -44,7 +44,7 @@ class DemosConfig:
     """Probability that an episode is recorded with a much noisier policy (imperfect demos)."""
     explore_noise: float = 0.0
     """Std of Gaussian noise on the executed action only; frames keep the expert's clean action (DART)."""
-    driver: Optional[str] = None
+    driver: str | None = None
     """A saved policy that acts instead of the expert; the expert labels its states (DAgger data aggregation)."""
     overwrite: bool = False
     """Replace an existing root folder."""

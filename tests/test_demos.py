@@ -202,6 +202,49 @@ def test_missing_action_feature_is_rejected(reach3: Path, tmp_path: Path):
         load_demos(bad)
 
 
+def test_a_list_of_folders_loads_as_lerobots_merge_of_them(reach3: Path, tmp_path: Path):
+    """load_demos([a, b]) gives what loading aggregate_datasets' merged copy gives, without writing it."""
+    from lerobot.datasets.aggregate import aggregate_datasets
+
+    other = record_demos("reach-v3", 2, tmp_path / "other", seed=5, max_episode_steps=STEPS, progress=False)
+    merged = tmp_path / "merged"
+    aggregate_datasets(["local/reach3", "local/other"], "local/merged", roots=[reach3, other], aggr_root=merged)
+    want, got = load_demos(merged, chunk=3), load_demos([reach3, other], chunk=3)
+    assert got.num_episodes == 5 and len(got) == len(load_demos(reach3)) + len(load_demos(other))
+    for key in want.obs:
+        assert torch.equal(got.obs[key], want.obs[key]), key
+    assert torch.equal(got.actions, want.actions) and torch.equal(got.action_is_pad, want.action_is_pad)
+    assert torch.equal(got.episode_index, want.episode_index) and got.task == want.task
+    assert torch.equal(got.reward, want.reward)
+    for key in want.stats:
+        for stat in want.stats[key]:
+            torch.testing.assert_close(got.stats[key][stat], want.stats[key][stat], rtol=0, atol=1e-6)
+
+
+def test_folders_with_different_features_are_refused_naming_the_folder(reach3: Path, tmp_path: Path):
+    other = tmp_path / "other"
+    shutil.copytree(reach3, other)
+    info_path = other / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["features"]["observation.extra"] = {"dtype": "float32", "shape": [2], "names": None}
+    info_path.write_text(json.dumps(info))
+    df = pd.read_parquet(_data_file(other))
+    df["observation.extra"] = [np.zeros(2, dtype=np.float32)] * len(df)
+    df.to_parquet(_data_file(other))
+    with pytest.raises(ValueError, match=rf"^{other}: features .* differ from {reach3}'s"):
+        load_demos([reach3, other])
+
+
+def test_a_missing_folder_in_a_dataset_list_is_named():
+    from robopolicy.bc_run import check_dataset_paths
+    from robopolicy.train_run import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^dataset: /no/such/rollouts does not exist$"):
+        check_dataset_paths([str(REPO), "/no/such/rollouts"])
+    with pytest.raises(ConfigError, match=r"^dataset: an empty list"):
+        check_dataset_paths([])
+
+
 def test_not_a_dataset_folder(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="not a LeRobotDataset"):
         load_demos(tmp_path)

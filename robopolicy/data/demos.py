@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,16 +59,26 @@ class DemoData:
         return int(torch.unique(self.episode_index).numel())
 
 
-def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> DemoData:
+def dataset_roots(root: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One dataset folder or several (a list, e.g. ``dataset=[demos,rollouts_1]`` on the command line)."""
+    return [Path(root)] if isinstance(root, str | Path) else [Path(r) for r in root]
+
+
+def load_demos(root: str | Path | Sequence[str | Path], chunk: int = 1, repo_id: str | None = None) -> DemoData:
     """Load every episode of the LeRobotDataset at ``root`` with H = ``chunk`` actions per frame.
 
+    ``root`` may be a list of folders: their episodes are concatenated in order, as LeRobot's
+    ``aggregate_datasets`` would merge them, without writing the merged copy (minutes for image datasets).
     Raises FileNotFoundError if ``root`` is not a dataset folder, and ValueError naming the episode and key
     for a missing ``action`` / ``observation.*`` feature, a wrong shape or a NaN/Inf value.
     """
+    roots = dataset_roots(root)
+    if len(roots) != 1:
+        return concat_demos([load_demos(r, chunk, repo_id) for r in roots], roots)
+    root = roots[0]
     quiet_lerobot_video_probe()
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    root = Path(root)
     chunk = int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -123,6 +134,31 @@ def load_demos(root: str | Path, chunk: int = 1, repo_id: str | None = None) -> 
         reward = reward.reshape(len(episode))
     return DemoData(obs=obs, actions=actions, episode_index=torch.from_numpy(episode),
                     action_is_pad=torch.from_numpy(pad), task=task, stats=stats, reward=reward)
+
+
+def concat_demos(parts: list[DemoData], roots: list[Path]) -> DemoData:
+    """The frames of ``parts`` one after another; episode indices are offset so that episodes stay distinct, and
+    the statistics are those of the concatenation. Every part must hold the same observation keys and shapes."""
+    if not parts:
+        raise ValueError("dataset: an empty list of folders")
+    first = parts[0]
+    for part, root in zip(parts[1:], roots[1:], strict=True):
+        shapes = {k: tuple(v.shape[1:]) for k, v in part.obs.items()} | {ACTION: tuple(part.actions.shape[1:])}
+        want = {k: tuple(v.shape[1:]) for k, v in first.obs.items()} | {ACTION: tuple(first.actions.shape[1:])}
+        if shapes != want:
+            raise ValueError(f"{root}: features {shapes} differ from {roots[0]}'s {want}; folders loaded together "
+                             "must hold the same observation keys and shapes")
+    offsets = np.cumsum([0] + [int(p.episode_index.max()) + 1 if len(p) else 0 for p in parts[:-1]])
+    obs = {k: torch.cat([p.obs[k] for p in parts]) for k in first.obs}
+    actions = torch.cat([p.actions for p in parts])
+    images = {k for k in first.obs if k not in first.stats}
+    stats = {k: _stats(v) for k, v in obs.items() if k not in images} | {ACTION: _stats(actions[:, 0])}
+    rewards = [p.reward for p in parts]
+    return DemoData(obs=obs, actions=actions,
+                    episode_index=torch.cat([p.episode_index + int(o) for p, o in zip(parts, offsets, strict=True)]),
+                    action_is_pad=torch.cat([p.action_is_pad for p in parts]),
+                    task=[t for p in parts for t in p.task], stats=stats,
+                    reward=torch.cat(rewards) if all(r is not None for r in rewards) else None)
 
 
 def _raise_on_bad_rows(root: Path, err: Exception) -> None:
