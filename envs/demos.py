@@ -101,18 +101,19 @@ def _obs_frame(obs: Any, env: gym.Env, features: dict[str, Any]) -> dict[str, np
 
 class _PolicyDriver:
     """A saved chunk policy acting in one unbatched env. ``ChunkExecutor``'s receding horizon with n = H runs each
-    predicted chunk (1, H, A) open-loop, as ``ActionChunk`` does in training; torch draws come from ``seed``."""
+    predicted chunk (1, H, A) open-loop, as ``ActionChunk`` does in training; torch draws come from the seed that
+    ``reset`` is given (one per episode)."""
 
-    def __init__(self, path: str | Path, seed: int):
-        import torch
-
+    def __init__(self, path: str | Path):
         from robopolicy.checkpoint import load_policy
         from robopolicy.inference import ChunkExecutor
 
         self.executor = ChunkExecutor(load_policy(path).eval(), "receding")
-        torch.manual_seed(seed)
 
-    def reset(self) -> None:
+    def reset(self, seed: int) -> None:
+        import torch
+
+        torch.manual_seed(seed)
         self.executor.reset()
 
     def act(self, obs: Any) -> np.ndarray:
@@ -123,6 +124,12 @@ class _PolicyDriver:
         batch = {k: [v] if isinstance(v, str) else torch.from_numpy(np.asarray(v))[None] for k, v in obs.items()}
         with torch.no_grad():
             return self.executor.act(batch, deterministic=True).actions[0, 0].numpy().astype(np.float64)
+
+
+def _episode_seed(seed: int, episode: int) -> np.random.SeedSequence:
+    """Episode ``episode``'s noise (and driver) seed: its own stream, so that episodes recorded in separate worker
+    processes are the ones a single process records."""
+    return np.random.SeedSequence((seed, episode))
 
 
 def _perturbed(action: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
@@ -146,6 +153,9 @@ def record_demos(
     stop_on_success: bool = True,
     overwrite: bool = False,
     env_kwargs: dict[str, Any] | None = None,
+    workers: int = 1,
+    first_episode: int = 0,
+    events: Any = None,
 ) -> Path:
     """Run the scripted expert of ``task`` for ``episodes`` episodes and write them to ``root``.
 
@@ -161,6 +171,11 @@ def record_demos(
                      follow the noisy action.
     driver:          a saved policy (folder or checkpoint) that acts instead of the expert, chunk by chunk; the
                      expert still labels every frame (DAgger). The printed success rate is then the policy's.
+    workers:         record in this many processes, each a contiguous block of the episodes into its own folder,
+                     then merged into ``root`` by LeRobot's ``aggregate_datasets``: the same episodes, frame for frame,
+                     as one process records (rendering cameras is the cost, and it is one core per process).
+    first_episode, events: set by the worker processes (the episode index of their first episode; a queue that
+                     receives each finished episode's success).
     Returns ``root``; prints the success rate of the recorded episodes.
     """
     from robopolicy.data.demos import quiet_lerobot_video_probe
@@ -183,19 +198,28 @@ def record_demos(
         raise ValueError(f"suboptimal_frac must be in [0, 1], got {suboptimal_frac}")
     if driver is not None and not Path(driver).exists():
         raise FileNotFoundError(f"driver: no policy at {driver}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     root = Path(root)
     if root.exists():
         if not overwrite:
             raise FileExistsError(f"root: {root} already exists; choose another folder or pass overwrite=true")
         shutil.rmtree(root)
+    workers = min(int(workers), episodes)
+    if workers > 1:
+        from envs.demos_parallel import record_in_workers
+
+        kwargs = {"task": task, "seed": seed, "action_noise": action_noise, "suboptimal_frac": suboptimal_frac,
+                      "explore_noise": explore_noise, "driver": driver, "max_episode_steps": max_episode_steps,
+                      "stop_on_success": stop_on_success, "env_kwargs": env_kwargs}
+        return record_in_workers(root, episodes, workers, kwargs, progress)
 
     env_kwargs = dict(env_kwargs or {})
     env_kwargs.pop("task", None)  # Meta-World configs carry it in kwargs; here it is the ``task`` argument
     is_arm = task in ARM_IDS or task in ARM_IDS.values()
     src = _arm_source(task, max_episode_steps, env_kwargs) if is_arm else _metaworld_source(task, max_episode_steps)
     env, expert, text = src.env, src.expert, src.text
-    actor = _PolicyDriver(driver, seed) if driver is not None else None
-    rng = np.random.default_rng(seed)
+    actor = _PolicyDriver(driver) if driver is not None else None
     repo_id = f"local/{task.split('/')[-1]}"
     ds = LeRobotDataset.create(repo_id=repo_id, fps=src.fps, features=src.features, root=root, use_videos=False)
     console = Console(stderr=True)
@@ -205,12 +229,14 @@ def record_demos(
     try:
         with Progress(*cols, console=console, disable=not progress) as bar:
             job = bar.add_task("episodes", total=episodes, rate="-")
-            for ep in range(episodes):
+            for ep in range(first_episode, first_episode + episodes):
+                seeds = _episode_seed(seed, ep)
+                rng = np.random.default_rng(seeds)
                 bad = rng.random() < suboptimal_frac
                 std = SUBOPTIMAL_NOISE if bad else action_noise
                 obs, _ = env.reset(seed=seed + ep)
                 if actor is not None:
-                    actor.reset()
+                    actor.reset(int(seeds.generate_state(1)[0]))
                 success = False
                 for _ in range(max_episode_steps):
                     action = np.asarray(expert.get_action(obs), dtype=np.float64)
@@ -236,9 +262,18 @@ def record_demos(
                 ds.save_episode()
                 successes.append(success)
                 bar.update(job, advance=1, rate=f"{np.mean(successes):.0%}")
+                if events is not None:
+                    events.put(success)
     finally:
         env.close()
         ds.finalize()
-    console.print(f"[bold green]demos[/]: {len(successes)} episodes of {task} -> {root}, "
-                  f"success rate {np.mean(successes):.0%} ({sum(successes)}/{len(successes)})")
+    if events is None:
+        report_success(task, root, successes)
     return root
+
+
+def report_success(task: str, root: Path, successes: list[bool]) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold green]demos[/]: {len(successes)} episodes of {task} -> {root}, "
+                               f"success rate {np.mean(successes):.0%} ({sum(successes)}/{len(successes)})")

@@ -28,7 +28,7 @@ commands:
               eval with a video [task_env=metaworld_reach demos=10 finetune_steps=300000 seed=0 name=...]
   demos       record scripted-expert demos as a LeRobotDataset: env=metaworld_reach episodes=50 root=<folder>
               [action_noise=0.0] [suboptimal_frac=0.0] [explore_noise=0.0] [driver=<policy>] [seed=0]
-              [overwrite=false]
+              [workers=1] [overwrite=false]
   rank        rank candidate policies for the real robot from sim success + recorded real episodes (VSDR):
               'candidates=[runs/a,runs/b,...]' real_data=<recorded episodes> [env=arm_pick_place] [output=rank.json]
   fleet       robots and a central learner: fleet <learner|robot|demo|certs> [key=value ...] (docs/fleet.md)

@@ -26,6 +26,7 @@ class RecorderConfig:
     stop_on_success: bool = True
     progress: bool = True
     overwrite: bool = False
+    workers: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """The env config's kwargs (our arm: control, privileged, cameras, randomization)."""
 
@@ -48,6 +49,8 @@ class DemosConfig:
     """A saved policy that acts instead of the expert; the expert labels its states (DAgger data aggregation)."""
     overwrite: bool = False
     """Replace an existing root folder."""
+    workers: int = 1
+    """Processes recording in parallel (contiguous blocks of episodes, merged into root; the same frames as one)."""
     stop_on_success: bool = True
     """End an episode at its first successful frame; false records the whole episode (returns for a critic)."""
     env: Any = MISSING

@@ -271,3 +271,44 @@ def test_cli_demos_wrong_key_exits_2_naming_it(tmp_path: Path):
     out = robopolicy("demos", "env=metaworld_reach", "suboptimal_frac=2", f"root={tmp_path / 'y'}")
     assert out.returncode == 2 and "suboptimal_frac" in out.stderr
     assert not (tmp_path / "y").exists()
+
+
+def test_workers_record_the_frames_one_process_records(tmp_path: Path):
+    """Noise per episode from its own seed: 5 noisy episodes (some suboptimal) recorded by 2 processes and merged
+    equal, frame for frame, those recorded by one."""
+    kwargs = {"seed": 3, "action_noise": 0.2, "suboptimal_frac": 0.5, "explore_noise": 0.1, "max_episode_steps": 15,
+                  "progress": False}
+    one = load_demos(record_demos("reach-v3", 5, tmp_path / "one", **kwargs), chunk=2)
+    two = load_demos(record_demos("reach-v3", 5, tmp_path / "two", workers=2, **kwargs), chunk=2)
+    assert two.num_episodes == 5 and len(two) == len(one) == 75
+    for key in one.obs:
+        assert torch.equal(two.obs[key], one.obs[key]), key
+    assert torch.equal(two.actions, one.actions) and torch.equal(two.episode_index, one.episode_index)
+    assert not (tmp_path / ".two.parts").exists()
+
+
+def test_a_killed_worker_stops_the_recording_naming_it(tmp_path: Path):
+    """SIGKILL one recording process mid-run: a RuntimeError names the worker and its exit code, and neither the
+    dataset nor the partial blocks are left behind."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    def kill_one_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            children = multiprocessing.active_children()
+            if children:
+                time.sleep(2.0)  # let it start recording
+                os.kill(children[-1].pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    with pytest.raises(RuntimeError, match=r"^demos: worker \d \(episodes from \d+\) exited with code -9; nothing"):
+        record_demos("reach-v3", 40, tmp_path / "bad", workers=2, max_episode_steps=200, progress=False,
+                     stop_on_success=False)
+    killer.join()
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.parts").exists()
