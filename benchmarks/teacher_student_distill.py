@@ -89,7 +89,7 @@ def prepare(root: Path, args) -> dict:
     dataset = root / "demos"
     if not (dataset / "meta" / "info.json").exists():
         t0 = time.perf_counter()
-        _record(dataset, args.demos, args.seed, [])
+        _record(dataset, args.demos, args.seed, [], args.record_workers)
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
     student_data = _student_demos(root, dataset, args, out)
@@ -123,7 +123,7 @@ def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: di
         t0 = time.perf_counter()
         if not (rollouts / "meta" / "info.json").exists():
             _record(rollouts, args.dagger_episodes, args.seed + 20_000 + (k - 1) * args.dagger_episodes,
-                    [f"driver={student}"])
+                    [f"driver={student}"], args.record_workers)
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         data = [*data, rollouts]
         if not (root / name / "checkpoints" / "LATEST").exists():
@@ -142,7 +142,7 @@ def _dataset(parts: list[Path]) -> str:
     return "dataset=[" + ",".join(str(p) for p in parts) + "]"
 
 
-def _record(root: Path, episodes: int, seed: int, extra: list[str]) -> None:
+def _record(root: Path, episodes: int, seed: int, extra: list[str], workers: int) -> None:
     from hydra.utils import instantiate
 
     from robopolicy.cli import compose
@@ -151,7 +151,7 @@ def _record(root: Path, episodes: int, seed: int, extra: list[str]) -> None:
     register_demos_config()
     instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *CAMERA,
                                   f"episodes={episodes}", f"root={root}", f"seed={seed}", "overwrite=true",
-                                  *extra]).recorder)
+                                  f"workers={workers}", *extra]).recorder)
 
 
 def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Path]:
@@ -168,7 +168,7 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
     parts = [p for p in parts if p[1] > 0]
     for path, episodes, seed, extra in parts:
         if not (path / "meta" / "info.json").exists():
-            _record(path, episodes, seed, extra)
+            _record(path, episodes, seed, extra, args.record_workers)
     out["student_demos_s"] = round(time.perf_counter() - t0, 1)
     return [p[0] for p in parts]
 
@@ -290,6 +290,8 @@ def main() -> None:
     parser.add_argument("--dagger-steps", type=int, default=6_000, help="BC steps per round")
     parser.add_argument("--dagger-lr", type=float, default=3e-4)
     parser.add_argument("--bc-threads", type=int, default=2, help="torch threads of the DAgger rounds' BC")
+    parser.add_argument("--record-workers", type=int, default=2,
+                        help="processes recording demos and rollouts (rendering-bound: one per core)")
     parser.add_argument("--steps", type=int, default=8_192, help="env steps per method")
     parser.add_argument("--n-steps", type=int, default=32, help="policy steps per env per iteration")
     parser.add_argument("--epochs", type=int, default=4)
@@ -301,7 +303,7 @@ def main() -> None:
     if args.quick:
         args.demos, args.teacher_steps, args.student_steps, args.steps = 2, 20, 10, 256
         args.student_demos, args.dart_demos = 2, 2
-        args.dagger_episodes, args.dagger_steps = 2, 10
+        args.dagger_episodes, args.dagger_steps, args.record_workers = 2, 10, 1  # spawning workers costs ~10 s
         args.n_steps, args.epochs, args.eval_every, args.eval_episodes, args.held_out_episodes = 8, 1, 0, 0, 2
     warnings.filterwarnings("ignore", message=r".*(not within the observation space|maximum and minimum values)")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

@@ -210,8 +210,8 @@ def record_demos(
         from envs.demos_parallel import record_in_workers
 
         kwargs = {"task": task, "seed": seed, "action_noise": action_noise, "suboptimal_frac": suboptimal_frac,
-                      "explore_noise": explore_noise, "driver": driver, "max_episode_steps": max_episode_steps,
-                      "stop_on_success": stop_on_success, "env_kwargs": env_kwargs}
+                  "explore_noise": explore_noise, "driver": driver, "max_episode_steps": max_episode_steps,
+                  "stop_on_success": stop_on_success, "env_kwargs": env_kwargs}
         return record_in_workers(root, episodes, workers, kwargs, progress)
 
     env_kwargs = dict(env_kwargs or {})
