@@ -138,8 +138,8 @@ def load_demos(root: str | Path | Sequence[str | Path], chunk: int = 1, repo_id:
 
 def concat_demos(parts: list[DemoData], roots: list[Path]) -> DemoData:
     """The frames of ``parts`` (consumed: their observations move into the result) one after another; episode
-    indices are offset so that episodes stay distinct, and
-    the statistics are those of the concatenation. Every part must hold the same observation keys and shapes."""
+    indices are offset so that episodes stay distinct, and the statistics are those of the concatenation. Every
+    part must hold the same observation keys and shapes."""
     if not parts:
         raise ValueError("dataset: an empty list of folders")
     first = parts[0]
