@@ -33,6 +33,7 @@ plot of the in-run success curves, and ends with one JSON line.
     python benchmarks/teacher_student_distill.py             # 200 demos, 40k env steps per method
     python benchmarks/teacher_student_distill.py --root runs/bench-ts/<stamp> --methods dagger   # reuse a teacher
     python benchmarks/teacher_student_distill.py --root <root> --methods --dagger-rounds 2   # the warm starts alone
+    python benchmarks/teacher_student_distill.py --cameras front top     # a student with two cameras
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ import warnings
 from pathlib import Path
 
 ENV = ["env=arm_pick_place_dr", "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
-CAMERA = ["env.kwargs.cameras=[front]"]
+def camera_overrides(cams: list[str]) -> list[str]:
+    """The env renders these cameras (--cameras; the front one by default)."""
+    return [f"env.kwargs.cameras=[{','.join(cams)}]"]
+
+
+
 # Object position, velocity, goal and contacts (privileged 0-2, 7-15); the quaternion (3-6) and the physics
 # parameters (16-21) stay at their mean. Teacher on held-out seeds: 92% with the quaternion blanked (= clean), 96%
 # with the physics blanked, 0% with only position and goal real. The quaternion's spread in the teacher's demos
@@ -53,9 +59,10 @@ CAMERA = ["env.kwargs.cameras=[front]"]
 # estimator on four saturated numbers the teacher does not need.
 ESTIMATED = "[0,1,2," + ",".join(str(i) for i in range(7, 16)) + "]"
 # random_shift=0: a shifted frame moves the cube, and the estimate is of the cube's absolute position.
-STUDENT = ["policy=diffusion", "policy.encoder.image.cameras=[front]", "policy.encoder.image.shape=[3,84,84]",
-           "policy.encoder.image.backbone=cnn", "policy.encoder.image.random_shift=0",
-           f"policy.encoder.estimate_privileged={ESTIMATED}", "policy.encoder.estimator_skip=true"]
+def student_overrides(cams: list[str]) -> list[str]:
+    return ["policy=diffusion", f"policy.encoder.image.cameras=[{','.join(cams)}]", "policy.encoder.image.shape=[3,84,84]",
+            "policy.encoder.image.backbone=cnn", "policy.encoder.image.random_shift=0",
+            f"policy.encoder.estimate_privileged={ESTIMATED}", "policy.encoder.estimator_skip=true"]
 # Every method keeps the teacher's layers fixed (algo.freeze) and the estimate term on the rollout's privileged
 # state: what it adds is where the estimator's data comes from and which action-level term reaches it.
 FROZEN = ["algo.freeze=[head,encoder.net]"]
@@ -89,14 +96,14 @@ def prepare(root: Path, args) -> dict:
     dataset = root / "demos"
     if not (dataset / "meta" / "info.json").exists():
         t0 = time.perf_counter()
-        _record(dataset, args.demos, args.seed, [], args.record_workers)
+        _record(dataset, args.demos, args.seed, [], args.record_workers, args.cameras)
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
     student_data = _student_demos(root, dataset, args, out)
     data = {"teacher": [dataset], "student_init": student_data}
     for name, overrides in {
         "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
-        "student_init": [*STUDENT, *CAMERA, *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
+        "student_init": [*student_overrides(args.cameras), *camera_overrides(args.cameras), *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
                          "algo.learning_rate=1e-3", f"init_policy={root / 'teacher'}"],
     }.items():
         ckpt = root / name / "checkpoints" / "LATEST"
@@ -123,11 +130,11 @@ def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: di
         t0 = time.perf_counter()
         if not (rollouts / "meta" / "info.json").exists():
             _record(rollouts, args.dagger_episodes, args.seed + 20_000 + (k - 1) * args.dagger_episodes,
-                    [f"driver={student}"], args.record_workers)
+                    [f"driver={student}"], args.record_workers, args.cameras)
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         data = [*data, rollouts]
         if not (root / name / "checkpoints" / "LATEST").exists():
-            _train([*ENV, *STUDENT, *CAMERA, *ESTIMATOR_BC, "algo=bc", _dataset(data), f"init_policy={student}",
+            _train([*ENV, *student_overrides(args.cameras), *camera_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc", _dataset(data), f"init_policy={student}",
                     f"algo.steps={args.dagger_steps}", f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}",
                     "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}",
                     f"torch_threads={args.bc_threads}"], args.quick)
@@ -142,14 +149,14 @@ def _dataset(parts: list[Path]) -> str:
     return "dataset=[" + ",".join(str(p) for p in parts) + "]"
 
 
-def _record(root: Path, episodes: int, seed: int, extra: list[str], workers: int) -> None:
+def _record(root: Path, episodes: int, seed: int, extra: list[str], workers: int, cams: list[str]) -> None:
     from hydra.utils import instantiate
 
     from robopolicy.cli import compose
     from robopolicy.demos_config import register_demos_config
 
     register_demos_config()
-    instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *CAMERA,
+    instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *camera_overrides(cams),
                                   f"episodes={episodes}", f"root={root}", f"seed={seed}", "overwrite=true",
                                   f"workers={workers}", *extra]).recorder)
 
@@ -168,13 +175,13 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
     parts = [p for p in parts if p[1] > 0]
     for path, episodes, seed, extra in parts:
         if not (path / "meta" / "info.json").exists():
-            _record(path, episodes, seed, extra, args.record_workers)
+            _record(path, episodes, seed, extra, args.record_workers, args.cameras)
     out["student_demos_s"] = round(time.perf_counter() - t0, 1)
     return [p[0] for p in parts]
 
 
 def distill(method: str, root: Path, prep: dict, args) -> dict:
-    result, wall = _train([*ENV, *CAMERA, *STUDENT, "algo=distill", *METHODS[method], f"teacher={prep['teacher']}",
+    result, wall = _train([*ENV, *camera_overrides(args.cameras), *student_overrides(args.cameras), "algo=distill", *METHODS[method], f"teacher={prep['teacher']}",
                            f"init_policy={prep['student_init']}", f"seed={args.seed}", "env.num_envs=8",
                            f"algo.n_steps={args.n_steps}", "algo.batch_size=128", f"algo.n_epochs={args.epochs}",
                            f"algo.learning_rate={args.lr}", f"total_steps={args.steps}",
@@ -186,7 +193,7 @@ def distill(method: str, root: Path, prep: dict, args) -> dict:
             "wall_s": round(wall, 1), "env_steps": args.steps, "curve": curve}
 
 
-def held_out_success(policy_dir: Path, episodes: int, cameras: bool) -> tuple[float, float | None]:
+def held_out_success(policy_dir: Path, episodes: int, cameras: list[str]) -> tuple[float, float | None]:
     """Success on the held-out seeds and, for a camera student, the median error (cm) of its estimate of the
     object position along its own episodes (None for the teacher)."""
     import torch
@@ -212,7 +219,7 @@ def held_out_success(policy_dir: Path, episodes: int, cameras: bool) -> tuple[fl
             return features, estimate
 
         encoder.features_and_estimate = recorded
-    env = compose("train", [*ENV, *(CAMERA if cameras else [])]).env
+    env = compose("train", [*ENV, *(camera_overrides(cameras) if cameras else [])]).env
     result = evaluate(policy, OmegaConf.to_container(env, resolve=True), episodes=episodes, seed=HELD_OUT_SEED)
     error_cm = round(100 * torch.cat(errors).median().item(), 2) if errors else None
     return float(result.summary()["success_rate"]), error_cm
@@ -290,6 +297,8 @@ def main() -> None:
     parser.add_argument("--dagger-steps", type=int, default=6_000, help="BC steps per round")
     parser.add_argument("--dagger-lr", type=float, default=3e-4)
     parser.add_argument("--bc-threads", type=int, default=2, help="torch threads of the DAgger rounds' BC")
+    parser.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "top"],
+                        help="the student's cameras (recorded for every dataset; the teacher ignores them)")
     parser.add_argument("--record-workers", type=int, default=2,
                         help="processes recording demos and rollouts (rendering-bound: one per core)")
     parser.add_argument("--steps", type=int, default=8_192, help="env steps per method")
@@ -313,13 +322,13 @@ def main() -> None:
     torch.set_num_threads(1)
     root = Path(args.root or Path("runs/bench-teacher-student") / time.strftime("%Y%m%d-%H%M%S"))
     prep = prepare(root, args)
-    teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, False)
-    bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, True)
+    teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, [])
+    bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, args.cameras)
     print(f"teacher {teacher:.0%}, student after BC warm start {bc:.0%} (held-out seeds; median error of its "
           f"object-position estimate {bc_error} cm)", flush=True)
     rounds = [(bc, bc_error)]
     for k, student in enumerate(prep["dagger_students"], 1):
-        rounds.append(held_out_success(student, args.held_out_episodes, True))
+        rounds.append(held_out_success(student, args.held_out_episodes, args.cameras))
         print(f"student after offline DAgger round {k} of its estimator: {rounds[-1][0]:.0%} (position error "
               f"{rounds[-1][1]} cm)", flush=True)
     init, init_error = rounds[-1]
@@ -330,7 +339,7 @@ def main() -> None:
     for method in args.methods:
         r = distill(method, root, prep, args)
         r["held_out_success"], r["position_error_cm"] = held_out_success(Path(r["checkpoint"]),
-                                                                         args.held_out_episodes, True)
+                                                                         args.held_out_episodes, args.cameras)
         r["fraction_of_teacher"] = round(r["held_out_success"] / teacher, 3) if teacher > 0 else None
         results.append(r)
         print(f"  {method:10s} held-out {r['held_out_success']:.0%} = {r['fraction_of_teacher']} of the teacher  "
