@@ -5,8 +5,10 @@ The camera student of ``benchmarks/teacher_student_distill.py`` sees the cube th
 three DAgger rounds its position error along x (the front camera's depth axis) was twice that along y and z
 (docs/finetuning.md). This probe trains the estimator alone (``algo.imitation_coef=0``: the estimate term on
 observation.privileged, the teacher's layers are not involved) on the same expert frames with each camera set,
-the same seed and steps, and reports the median absolute error per axis on frames of other reset seeds.
-The reference peer is the estimator reading the front camera only, as the student does now.
+the same seed and steps, and reports the median absolute error per axis on frames of other reset seeds: the
+expert's own (in distribution) and DART frames (noise of std 0.3 on the executed action: the off-path states a
+student drifts into, where the student's estimate went wrong). The reference peer is the estimator reading the
+front camera only, as the student does now.
 
     python benchmarks/camera_estimator.py --quick      # 6 + 3 episodes, 30 steps: the pipeline, < 1 minute
     python benchmarks/camera_estimator.py              # 300 + 50 episodes, 3,000 BC steps per camera set
@@ -25,9 +27,10 @@ from pathlib import Path
 from teacher_student_distill import ENV, ESTIMATED
 
 CAMERA_SETS = {"front": ["front"], "front_top": ["front", "top"]}
+DART_NOISE = 0.3  # as the student's DART demos
 
 
-def record(root: Path, episodes: int, seed: int, workers: int) -> None:
+def record(root: Path, episodes: int, seed: int, workers: int, explore_noise: float = 0.0) -> None:
     from hydra.utils import instantiate
 
     from robopolicy.cli import compose
@@ -36,7 +39,7 @@ def record(root: Path, episodes: int, seed: int, workers: int) -> None:
     register_demos_config()
     instantiate(compose("demos", [ENV[0], "env.kwargs.state=proprio", "env.kwargs.cameras=[front,top]",
                                   f"episodes={episodes}", f"root={root}", f"seed={seed}", f"workers={workers}",
-                                  "recorder.progress=false"]).recorder)
+                                  f"explore_noise={explore_noise}", "recorder.progress=false"]).recorder)
 
 
 def train(name: str, cams: list[str], data: Path, runs: Path, steps: int, seed: int, quiet: bool) -> Path:
@@ -98,23 +101,28 @@ def main() -> None:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
-        train_data, held_out = root / "train", root / "held_out"
-        for path, episodes, seed in [(train_data, args.episodes, args.seed + 1_000), (held_out, args.held_out, 50_000)]:
+        train_data = root / "train"
+        held_out = {"expert": root / "held_out", "dart": root / "held_out_dart"}
+        for path, episodes, seed, noise in [(train_data, args.episodes, args.seed + 1_000, 0.0),
+                                            (held_out["expert"], args.held_out, 50_000, 0.0),
+                                            (held_out["dart"], args.held_out, 50_000, DART_NOISE)]:
             if not (path / "meta" / "info.json").exists():
-                record(path, episodes, seed, args.workers)
+                record(path, episodes, seed, args.workers, noise)
         out: dict = {"episodes": args.episodes, "held_out_episodes": args.held_out, "steps": args.steps}
         for name, cams in CAMERA_SETS.items():
             t0 = time.perf_counter()
             run = root / "runs" / name
             if not (run / "checkpoints" / "LATEST").exists():
                 run = train(name, cams, train_data, root / "runs", args.steps, args.seed, args.quick)
-            err = axis_errors_cm(run, held_out)
-            out[f"{name}_error_cm"] = err
-            out[f"{name}_train_s"] = round(time.perf_counter() - t0, 1)
-            print(f"{name:>10}: median |error| x {err['x']:.2f}  y {err['y']:.2f}  z {err['z']:.2f} cm "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-        front, both = out["front_error_cm"], out["front_top_error_cm"]
-        out["x_error_ratio"] = round(front["x"] / both["x"], 2) if both["x"] > 0 else None
+            for frames, data in held_out.items():
+                err = axis_errors_cm(run, data)
+                out[f"{name}_{frames}_error_cm"] = err
+                print(f"{name:>10}, {frames:>6} frames: median |error| x {err['x']:.2f}  y {err['y']:.2f}  "
+                      f"z {err['z']:.2f} cm", flush=True)
+            out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
+        for frames in held_out:
+            front, both = out[f"front_{frames}_error_cm"], out[f"front_top_{frames}_error_cm"]
+            out[f"{frames}_x_error_ratio"] = round(front["x"] / both["x"], 2) if both["x"] > 0 else None
     print(json.dumps(out))
 
 
