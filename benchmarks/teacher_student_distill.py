@@ -46,23 +46,13 @@ import warnings
 from pathlib import Path
 
 ENV = ["env=arm_pick_place_dr", "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
-def camera_overrides(cams: list[str]) -> list[str]:
-    """The env renders these cameras (--cameras; the front one by default)."""
-    return [f"env.kwargs.cameras=[{','.join(cams)}]"]
-
-
-
 # Object position, velocity, goal and contacts (privileged 0-2, 7-15); the quaternion (3-6) and the physics
 # parameters (16-21) stay at their mean. Teacher on held-out seeds: 92% with the quaternion blanked (= clean), 96%
 # with the physics blanked, 0% with only position and goal real. The quaternion's spread in the teacher's demos
 # is ~1e-3, so a tilted cube (a third of the DART frames) sits at the normalizer's clip: estimating it spent the
 # estimator on four saturated numbers the teacher does not need.
 ESTIMATED = "[0,1,2," + ",".join(str(i) for i in range(7, 16)) + "]"
-# random_shift=0: a shifted frame moves the cube, and the estimate is of the cube's absolute position.
-def student_overrides(cams: list[str]) -> list[str]:
-    return ["policy=diffusion", f"policy.encoder.image.cameras=[{','.join(cams)}]", "policy.encoder.image.shape=[3,84,84]",
-            "policy.encoder.image.backbone=cnn", "policy.encoder.image.random_shift=0",
-            f"policy.encoder.estimate_privileged={ESTIMATED}", "policy.encoder.estimator_skip=true"]
+
 # Every method keeps the teacher's layers fixed (algo.freeze) and the estimate term on the rollout's privileged
 # state: what it adds is where the estimator's data comes from and which action-level term reaches it.
 FROZEN = ["algo.freeze=[head,encoder.net]"]
@@ -76,6 +66,20 @@ METHODS = {
     "estimate_only": ["algo.distill_coef=0", *FROZEN],
 }
 HELD_OUT_SEED = 50_000
+
+
+def camera_overrides(cams: list[str]) -> list[str]:
+    """The env renders these cameras (--cameras; the front one by default)."""
+    return [f"env.kwargs.cameras=[{','.join(cams)}]"]
+
+
+def student_overrides(cams: list[str]) -> list[str]:
+    """The camera student's policy reading ``cams``, and the env rendering them. random_shift=0: a shifted frame
+    moves the cube, and the estimate is of the cube's absolute position."""
+    return [*camera_overrides(cams), "policy=diffusion", f"policy.encoder.image.cameras=[{','.join(cams)}]",
+            "policy.encoder.image.shape=[3,84,84]", "policy.encoder.image.backbone=cnn",
+            "policy.encoder.image.random_shift=0", f"policy.encoder.estimate_privileged={ESTIMATED}",
+            "policy.encoder.estimator_skip=true"]
 
 
 def _train(overrides: list[str], quiet: bool):
@@ -103,7 +107,7 @@ def prepare(root: Path, args) -> dict:
     data = {"teacher": [dataset], "student_init": student_data}
     for name, overrides in {
         "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
-        "student_init": [*student_overrides(args.cameras), *camera_overrides(args.cameras), *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
+        "student_init": [*student_overrides(args.cameras), *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
                          "algo.learning_rate=1e-3", f"init_policy={root / 'teacher'}"],
     }.items():
         ckpt = root / name / "checkpoints" / "LATEST"
@@ -120,8 +124,8 @@ def prepare(root: Path, args) -> dict:
 def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: dict) -> Path:
     """DAgger for the camera estimator, offline: each round the current student drives ``dagger_episodes`` episodes
     on fresh reset seeds (``robopolicy demos driver=...``: its own frames, each with the privileged state the
-    estimate learns), they join the data (the folders load together), and BC continues from the student on the estimate
-    term alone. Online, on a few hundred of its latest steps, the estimator drifted toward the failure states;
+    estimate learns), they join the data (the folders load together), and BC continues from the student on the
+    estimate term alone. Online, on a few hundred of its latest steps, the estimator drifted toward the failure states;
     aggregated with everything before, it keeps the demo frames. Returns the last round's student."""
     out["dagger_env_steps"], out["dagger_students"] = 0, []
     for k in range(1, args.dagger_rounds + 1):
@@ -134,9 +138,10 @@ def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: di
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         data = [*data, rollouts]
         if not (root / name / "checkpoints" / "LATEST").exists():
-            _train([*ENV, *student_overrides(args.cameras), *camera_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc", _dataset(data), f"init_policy={student}",
-                    f"algo.steps={args.dagger_steps}", f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}",
-                    "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}",
+            _train([*ENV, *student_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc", _dataset(data),
+                    f"init_policy={student}", f"algo.steps={args.dagger_steps}",
+                    f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}", "algo.eval_every=0", "eval_episodes=0",
+                    f"runs_dir={root}", f"name={name}",
                     f"torch_threads={args.bc_threads}"], args.quick)
             out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
         student = root / name
@@ -163,9 +168,9 @@ def _record(root: Path, episodes: int, seed: int, extra: list[str], workers: int
 
 def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Path]:
     """The student's BC data: clean expert episodes plus DART episodes (noise executed, the expert's label kept),
-    loaded together. 200 episodes let the camera estimator memorize them (0.8 cm on its
-    training frames, 3 cm median and a heavy tail on held-out seeds); with these 3,000 it is precise on unseen expert
-    frames (0.76 cm), though not yet along the policies' own trajectories (docs/finetuning.md)."""
+    loaded together. 200 episodes let the camera estimator memorize them (0.8 cm on its training frames, 3 cm median
+    and a heavy tail on held-out seeds); with these 3,000 it is precise on unseen expert frames (0.76 cm), though not
+    yet along the policies' own trajectories (docs/finetuning.md)."""
     if args.student_demos == 0:
         return [teacher_demos]
     t0 = time.perf_counter()
@@ -181,10 +186,10 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
 
 
 def distill(method: str, root: Path, prep: dict, args) -> dict:
-    result, wall = _train([*ENV, *camera_overrides(args.cameras), *student_overrides(args.cameras), "algo=distill", *METHODS[method], f"teacher={prep['teacher']}",
-                           f"init_policy={prep['student_init']}", f"seed={args.seed}", "env.num_envs=8",
-                           f"algo.n_steps={args.n_steps}", "algo.batch_size=128", f"algo.n_epochs={args.epochs}",
-                           f"algo.learning_rate={args.lr}", f"total_steps={args.steps}",
+    result, wall = _train([*ENV, *student_overrides(args.cameras), "algo=distill", *METHODS[method],
+                           f"teacher={prep['teacher']}", f"init_policy={prep['student_init']}", f"seed={args.seed}",
+                           "env.num_envs=8", f"algo.n_steps={args.n_steps}", "algo.batch_size=128",
+                           f"algo.n_epochs={args.epochs}", f"algo.learning_rate={args.lr}", f"total_steps={args.steps}",
                            f"eval_every={args.eval_every}", f"eval_episodes={args.eval_episodes}", "keep_best=false",
                            f"checkpoint_every={args.steps}", f"runs_dir={root}", f"name={method}"], args.quick)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]

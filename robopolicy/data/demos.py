@@ -130,8 +130,8 @@ def load_demos(root: str | Path | Sequence[str | Path], chunk: int = 1, repo_id:
     stats = {k: _stats(v) for k, v in obs.items() if k not in images} | {ACTION: _stats(torch.from_numpy(act.astype(np.float32)))}
     reward = None
     if REWARD in features:  # offline critic pretraining needs it; BC does not
-        reward = torch.from_numpy(_column(hf, REWARD, episode, tuple(features[REWARD]["shape"]), table).astype(np.float32))
-        reward = reward.reshape(len(episode))
+        reward = _column(hf, REWARD, episode, tuple(features[REWARD]["shape"]), table)
+        reward = torch.from_numpy(reward.astype(np.float32)).reshape(len(episode))
     return DemoData(obs=obs, actions=actions, episode_index=torch.from_numpy(episode),
                     action_is_pad=torch.from_numpy(pad), task=task, stats=stats, reward=reward)
 
