@@ -108,7 +108,8 @@ def main() -> None:
         lerobot_s, _ = timed(lambda: load_lerobot(a))
         out |= {"load_ours_s": round(ours_s, 2), "load_per_row_s": round(rows_s, 2),
                 "load_lerobot_s": round(lerobot_s, 2), "load_same_tensors": same_data(ours, rows),
-                "load_ratio_vs_lerobot": round(lerobot_s / ours_s, 2), "load_ratio_vs_per_row": round(rows_s / ours_s, 2)}
+                "load_ratio_vs_lerobot": round(lerobot_s / ours_s, 2),
+                "load_ratio_vs_per_row": round(rows_s / ours_s, 2)}
         print(f"load {n} frames: ours {ours_s:.2f} s, per-row {rows_s:.2f} s, LeRobotDataset[i] {lerobot_s:.2f} s "
               f"({lerobot_s / ours_s:.1f}x / {rows_s / ours_s:.1f}x ours)", flush=True)
 
