@@ -7,6 +7,7 @@ seeds and torch thread count; they run one after the other in this invocation.
     python benchmarks/ppo_vs_sb3.py --quick     # < 1 minute: throughput only
     python benchmarks/ppo_vs_sb3.py             # 100k steps each: throughput only
     python benchmarks/ppo_vs_sb3.py --full      # 1M steps x 3 seeds each + evaluation return
+    python benchmarks/ppo_vs_sb3.py --full --workers 2 --curves runs/ppo-vs-sb3   # keep runs, plot learning curves
 
 Prints (a) training throughput (env steps/s, updates included) of both and their ratio,
 (b) the raw simulation rate of the same env without learning and our throughput as a
@@ -50,13 +51,17 @@ def raw_sim_rate(steps: int, seed: int = 0) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def run_ours(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
+CURVE_EPISODES = 20  # training return = mean of the last 20 finished episodes, as our trainer logs it
+
+
+def run_ours(steps: int, seed: int, threads: int, eval_episodes: int, keep: str | None = None) -> dict:
     from robopolicy.cli import compose
     from robopolicy.evaluate import evaluate
     from robopolicy.train_run import build_training
 
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as runs:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = str(Path(keep) / "ours") if keep else tmp
         cfg = compose("train", ["experiment=hopper_zoo", "logger=none", f"runs_dir={runs}", f"name=ours-{seed}",
                                 f"seed={seed}", f"total_steps={steps}", f"torch_threads={threads}",
                                 f"checkpoint_every={10 * steps}"])
@@ -67,7 +72,8 @@ def run_ours(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
         rows = [json.loads(line) for line in (session.run_dir / "metrics.jsonl").read_text().splitlines()]
         collect_s = sum(r["time/collect_s"] for r in rows)
         out = {"steps_per_s": session.trainer.step / elapsed, "steps": session.trainer.step,
-               "collect_steps_per_s": session.trainer.step / collect_s, "update_share": 1 - collect_s / elapsed}
+               "collect_steps_per_s": session.trainer.step / collect_s, "update_share": 1 - collect_s / elapsed,
+               "curve": [(r["step"], r["episode/return"]) for r in rows if "episode/return" in r]}
         if eval_episodes:
             res = evaluate(session.policy, cfg.env, episodes=eval_episodes, seed=10_000 + seed).summary()
             out["eval_return"] = res["return_mean"]
@@ -75,21 +81,24 @@ def run_ours(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
     return out
 
 
-def run_sb3(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
+def run_sb3(steps: int, seed: int, threads: int, eval_episodes: int, keep: str | None = None) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(threads)
-    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed), gamma=ZOO["gamma"])
+    tmp = tempfile.TemporaryDirectory()
+    monitor = Path(keep) / f"sb3-seed{seed}" if keep else Path(tmp.name)
+    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed, monitor_dir=str(monitor)), gamma=ZOO["gamma"])
     model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **ZOO,
                 policy_kwargs={"log_std_init": -2, "ortho_init": False, "activation_fn": torch.nn.ReLU,
                                    "net_arch": {"pi": [256, 256], "vf": [256, 256]}})
     t0 = time.perf_counter()
     model.learn(steps)
     elapsed = time.perf_counter() - t0
-    out = {"steps_per_s": steps / elapsed, "steps": steps}
+    out = {"steps_per_s": steps / elapsed, "steps": steps, "curve": _monitor_curve(monitor)}
+    tmp.cleanup()
     if eval_episodes:
         eval_env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=10_000 + seed), training=False, norm_reward=False)
         eval_env.obs_rms = env.obs_rms
@@ -98,10 +107,41 @@ def run_sb3(steps: int, seed: int, threads: int, eval_episodes: int) -> dict:
     return out
 
 
+def _monitor_curve(folder: Path) -> list[tuple[int, float]]:
+    """(env step, mean return of the last CURVE_EPISODES episodes) at each episode end of SB3's Monitor CSV."""
+    import pandas as pd
+
+    df = pd.concat([pd.read_csv(f, skiprows=1) for f in sorted(folder.glob("*.monitor.csv"))])
+    steps, returns = df["l"].cumsum().to_numpy(), df["r"].rolling(CURVE_EPISODES, min_periods=1).mean().to_numpy()
+    return [(int(s), float(r)) for s, r in zip(steps, returns, strict=True)]
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in sorted(results, key=lambda r: (r["who"], r["seed"])):
+        if r.get("curve"):
+            xs, ys = zip(*r["curve"])
+            ax.plot(xs, ys, color="C0" if r["who"] == "ours" else "C1", alpha=0.8, lw=1,
+                    label=f"{'robopolicy' if r['who'] == 'ours' else 'SB3'} seed {r['seed']}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"training return (last {CURVE_EPISODES} episodes)")
+    ax.set_title(f"PPO on {ENV_ID}, rl-zoo hyperparameters")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _job(args: tuple) -> dict:
-    which, steps, seed, threads, eval_episodes = args
+    which, steps, seed, threads, eval_episodes, keep = args
     fn = run_ours if which == "ours" else run_sb3
-    return {"who": which, "seed": seed, **fn(steps, seed, threads, eval_episodes)}
+    return {"who": which, "seed": seed, **fn(steps, seed, threads, eval_episodes, keep)}
 
 
 def main() -> None:
@@ -112,6 +152,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the env steps per run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both learners")
     parser.add_argument("--workers", type=int, default=1, help="--full: runs in parallel processes")
+    parser.add_argument("--curves", default=None,
+                        help="keep the runs here (ours: run folders; SB3: Monitor CSVs) and plot the learning curves")
     args = parser.parse_args()
 
     steps = args.steps or (10_240 if args.quick else 1_000_000 if args.full else 100_352)
@@ -120,7 +162,7 @@ def main() -> None:
     raw = raw_sim_rate(20_000 if args.quick else 100_000)
     print(f"raw {ENV_ID} env.step: {raw:,.0f} steps/s")
 
-    jobs = [(who, steps, s, args.threads, eval_episodes) for s in seeds for who in ("ours", "sb3")]
+    jobs = [(who, steps, s, args.threads, eval_episodes, args.curves) for s in seeds for who in ("ours", "sb3")]
     results = []
 
     def report(r: dict) -> None:
@@ -155,6 +197,9 @@ def main() -> None:
             "ours_eval_returns": [round(r["eval_return"], 1) for r in results if r["who"] == "ours"],
             "sb3_eval_returns": [round(r["eval_return"], 1) for r in results if r["who"] == "sb3"],
         }
+    if args.curves:
+        plot_curves(results, Path(args.curves) / "learning_curves.png")
+        print(f"learning curves: {Path(args.curves) / 'learning_curves.png'}")
     print(f"throughput ratio ours/SB3: {summary['ratio']}x (goal >= 2.0); "
           f"ours / raw simulation: {summary['ours_fraction_of_raw']} (goal >= 0.5)")
     print(json.dumps(summary))
