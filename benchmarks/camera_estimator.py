@@ -42,12 +42,13 @@ def record(root: Path, episodes: int, seed: int, workers: int, explore_noise: fl
                                   f"explore_noise={explore_noise}", "recorder.progress=false"]).recorder)
 
 
-def train(name: str, cams: list[str], data: Path, runs: Path, steps: int, seed: int, quiet: bool) -> Path:
+def train(name: str, cams: list[str], data: list[Path], runs: Path, steps: int, seed: int, quiet: bool) -> Path:
     from robopolicy.cli import compose
     from robopolicy.train_run import run_training
 
     cameras = "[" + ",".join(cams) + "]"
-    cfg = compose("train", [*ENV, f"env.kwargs.cameras={cameras}", "policy=gaussian", "algo=bc", f"dataset={data}",
+    cfg = compose("train", [*ENV, f"env.kwargs.cameras={cameras}", "policy=gaussian", "algo=bc",
+                            "dataset=[" + ",".join(map(str, data)) + "]",
                             f"policy.encoder.image.cameras={cameras}", "policy.encoder.image.backbone=cnn",
                             "policy.encoder.image.random_shift=0", f"policy.encoder.estimate_privileged={ESTIMATED}",
                             "algo.imitation_coef=0", "algo.batch_size=64", "algo.learning_rate=1e-3",
@@ -83,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="toy budgets (< 1 minute)")
     parser.add_argument("--episodes", type=int, default=300, help="training episodes (expert, both cameras)")
+    parser.add_argument("--train-dart", type=int, default=0,
+                        help="DART episodes added to the training data (as the student's demos mix them in)")
     parser.add_argument("--held-out", type=int, default=50, help="held-out episodes (reset seeds from 50,000)")
     parser.add_argument("--steps", type=int, default=3_000, help="BC steps per camera set")
     parser.add_argument("--workers", type=int, default=2, help="recording processes")
@@ -101,14 +104,16 @@ def main() -> None:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
-        train_data = root / "train"
+        train_data = [root / "train"] + ([root / "train_dart"] if args.train_dart else [])
         held_out = {"expert": root / "held_out", "dart": root / "held_out_dart"}
-        for path, episodes, seed, noise in [(train_data, args.episodes, args.seed + 1_000, 0.0),
+        for path, episodes, seed, noise in [(train_data[0], args.episodes, args.seed + 1_000, 0.0),
+                                            (root / "train_dart", args.train_dart, args.seed + 10_000, DART_NOISE),
                                             (held_out["expert"], args.held_out, 50_000, 0.0),
                                             (held_out["dart"], args.held_out, 50_000, DART_NOISE)]:
-            if not (path / "meta" / "info.json").exists():
+            if episodes and not (path / "meta" / "info.json").exists():
                 record(path, episodes, seed, args.workers, noise)
-        out: dict = {"episodes": args.episodes, "held_out_episodes": args.held_out, "steps": args.steps}
+        out: dict = {"episodes": args.episodes, "train_dart": args.train_dart, "held_out_episodes": args.held_out,
+                     "steps": args.steps}
         for name, cams in CAMERA_SETS.items():
             t0 = time.perf_counter()
             run = root / "runs" / name
