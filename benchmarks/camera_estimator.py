@@ -24,22 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from teacher_student_distill import ENV, ESTIMATED
+from teacher_student_distill import ENV, ESTIMATED, record_arm_demos
 
 CAMERA_SETS = {"front": ["front"], "front_top": ["front", "top"]}
 DART_NOISE = 0.3  # as the student's DART demos
-
-
-def record(root: Path, episodes: int, seed: int, workers: int, explore_noise: float = 0.0) -> None:
-    from hydra.utils import instantiate
-
-    from robopolicy.cli import compose
-    from robopolicy.demos_config import register_demos_config
-
-    register_demos_config()
-    instantiate(compose("demos", [ENV[0], "env.kwargs.state=proprio", "env.kwargs.cameras=[front,top]",
-                                  f"episodes={episodes}", f"root={root}", f"seed={seed}", f"workers={workers}",
-                                  f"explore_noise={explore_noise}", "recorder.progress=false"]).recorder)
 
 
 def train(name: str, cams: list[str], data: list[Path], runs: Path, steps: int, seed: int, quiet: bool) -> Path:
@@ -111,7 +99,8 @@ def main() -> None:
                                             (held_out["expert"], args.held_out, 50_000, 0.0),
                                             (held_out["dart"], args.held_out, 50_000, DART_NOISE)]:
             if episodes and not (path / "meta" / "info.json").exists():
-                record(path, episodes, seed, args.workers, noise)
+                record_arm_demos(path, episodes, seed, [f"explore_noise={noise}", "recorder.progress=false"],
+                                 args.workers, ["front", "top"])
         out: dict = {"episodes": args.episodes, "train_dart": args.train_dart, "held_out_episodes": args.held_out,
                      "steps": args.steps}
         for name, cams in CAMERA_SETS.items():

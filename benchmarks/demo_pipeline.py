@@ -27,20 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# As benchmarks/teacher_student_distill.py records them.
-DEMOS = ["env=arm_pick_place_dr", "env.kwargs.state=proprio", "env.kwargs.cameras=[front]", "recorder.progress=false"]
-
 
 def record(root: Path, episodes: int, seed: int, workers: int) -> float:
-    from hydra.utils import instantiate
+    """Seconds to record as benchmarks/teacher_student_distill.py does (front camera)."""
+    from teacher_student_distill import record_arm_demos
 
-    from robopolicy.cli import compose
-    from robopolicy.demos_config import register_demos_config
-
-    register_demos_config()
-    cfg = compose("demos", [*DEMOS, f"episodes={episodes}", f"root={root}", f"seed={seed}", f"workers={workers}"])
     t0 = time.perf_counter()
-    instantiate(cfg.recorder)
+    record_arm_demos(root, episodes, seed, ["recorder.progress=false"], workers, ["front"])
     return time.perf_counter() - t0
 
 

@@ -88,17 +88,17 @@ def run_sb3(steps: int, seed: int, threads: int, eval_episodes: int, keep: str |
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(threads)
-    tmp = tempfile.TemporaryDirectory()
-    monitor = Path(keep) / f"sb3-seed{seed}" if keep else Path(tmp.name)
-    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed, monitor_dir=str(monitor)), gamma=ZOO["gamma"])
+    # Monitor writes a CSV line per episode only with --curves: without it SB3's timed loop is as before.
+    monitor = Path(keep) / f"sb3-seed{seed}" if keep else None
+    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed, monitor_dir=monitor and str(monitor)),
+                       gamma=ZOO["gamma"])
     model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **ZOO,
                 policy_kwargs={"log_std_init": -2, "ortho_init": False, "activation_fn": torch.nn.ReLU,
                                    "net_arch": {"pi": [256, 256], "vf": [256, 256]}})
     t0 = time.perf_counter()
     model.learn(steps)
     elapsed = time.perf_counter() - t0
-    out = {"steps_per_s": steps / elapsed, "steps": steps, "curve": _monitor_curve(monitor)}
-    tmp.cleanup()
+    out = {"steps_per_s": steps / elapsed, "steps": steps, "curve": _monitor_curve(monitor) if monitor else []}
     if eval_episodes:
         eval_env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=10_000 + seed), training=False, norm_reward=False)
         eval_env.obs_rms = env.obs_rms

@@ -100,7 +100,7 @@ def prepare(root: Path, args) -> dict:
     dataset = root / "demos"
     if not (dataset / "meta" / "info.json").exists():
         t0 = time.perf_counter()
-        _record(dataset, args.demos, args.seed, [], args.record_workers, args.cameras)
+        record_arm_demos(dataset, args.demos, args.seed, [], args.record_workers, args.cameras)
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
     student_data = _student_demos(root, dataset, args, out)
@@ -133,7 +133,7 @@ def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: di
         rollouts = root / f"student_rollouts_{k}"
         t0 = time.perf_counter()
         if not (rollouts / "meta" / "info.json").exists():
-            _record(rollouts, args.dagger_episodes, args.seed + 20_000 + (k - 1) * args.dagger_episodes,
+            record_arm_demos(rollouts, args.dagger_episodes, args.seed + 20_000 + (k - 1) * args.dagger_episodes,
                     [f"driver={student}"], args.record_workers, args.cameras)
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         data = [*data, rollouts]
@@ -154,7 +154,9 @@ def _dataset(parts: list[Path]) -> str:
     return "dataset=[" + ",".join(str(p) for p in parts) + "]"
 
 
-def _record(root: Path, episodes: int, seed: int, extra: list[str], workers: int, cams: list[str]) -> None:
+def record_arm_demos(root: Path, episodes: int, seed: int, extra: list[str], workers: int, cams: list[str]) -> None:
+    """``robopolicy demos`` on the randomized pick-place with proprioception, the privileged state and ``cams``
+    (also the recorder of benchmarks/camera_estimator.py and benchmarks/demo_pipeline.py)."""
     from hydra.utils import instantiate
 
     from robopolicy.cli import compose
@@ -180,7 +182,7 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
     parts = [p for p in parts if p[1] > 0]
     for path, episodes, seed, extra in parts:
         if not (path / "meta" / "info.json").exists():
-            _record(path, episodes, seed, extra, args.record_workers, args.cameras)
+            record_arm_demos(path, episodes, seed, extra, args.record_workers, args.cameras)
     out["student_demos_s"] = round(time.perf_counter() - t0, 1)
     return [p[0] for p in parts]
 

@@ -183,7 +183,7 @@ def record_demos(
     quiet_lerobot_video_probe()  # before lerobot's import, which probes the video backend
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     episodes, max_episode_steps = int(episodes), int(max_episode_steps)
     if episodes < 1:
@@ -224,10 +224,8 @@ def record_demos(
     ds = LeRobotDataset.create(repo_id=repo_id, fps=src.fps, features=src.features, root=root, use_videos=False)
     console = Console(stderr=True)
     successes: list[bool] = []
-    cols = [TextColumn(f"[bold]demos[/] {task}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("success {task.fields[rate]}"), TimeRemainingColumn()]
     try:
-        with Progress(*cols, console=console, disable=not progress) as bar:
+        with Progress(*progress_columns(task), console=console, disable=not progress) as bar:
             job = bar.add_task("episodes", total=episodes, rate="-")
             for ep in range(first_episode, first_episode + episodes):
                 seeds = _episode_seed(seed, ep)
@@ -270,6 +268,14 @@ def record_demos(
     if events is None:
         report_success(task, root, successes)
     return root
+
+
+def progress_columns(label: str) -> list:
+    """The recording bar: episodes done and the success rate so far (``rate`` field)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return [TextColumn(f"[bold]demos[/] {label}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("success {task.fields[rate]}"), TimeRemainingColumn()]
 
 
 def report_success(task: str, root: Path, successes: list[bool]) -> None:

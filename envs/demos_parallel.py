@@ -37,9 +37,9 @@ def record_in_workers(root: Path, episodes: int, workers: int, kwargs: dict[str,
     """Record ``episodes`` into ``root`` with ``workers`` processes; a worker that dies stops the recording with
     a RuntimeError naming it and its exit code (the partial blocks are removed)."""
     from lerobot.datasets.aggregate import aggregate_datasets
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
-    from envs.demos import report_success
+    from envs.demos import progress_columns, report_success
 
     parts_dir = root.parent / f".{root.name}.parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
@@ -49,12 +49,10 @@ def record_in_workers(root: Path, episodes: int, workers: int, kwargs: dict[str,
     procs = [ctx.Process(target=_worker, args=(str(part), count, start, kwargs, events), daemon=True)
              for part, (start, count) in zip(parts, _blocks(episodes, workers), strict=True)]
     successes: list[bool] = []
-    cols = [TextColumn(f"[bold]demos[/] {kwargs['task']} ({workers} workers)"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("success {task.fields[rate]}"), TimeRemainingColumn()]
     try:
         for p in procs:
             p.start()
-        with Progress(*cols, disable=not progress) as bar:
+        with Progress(*progress_columns(f"{kwargs['task']} ({workers} workers)"), disable=not progress) as bar:
             job = bar.add_task("episodes", total=episodes, rate="-")
             while len(successes) < episodes:
                 try:

@@ -69,7 +69,9 @@ def check_demos(demos: Any, env: Any, root: str, env_name: str = "the env") -> N
 
 def check_dataset_paths(dataset: Any) -> None:
     """``dataset`` is one folder or a list of folders; ConfigError naming the first that does not exist."""
-    roots = [dataset] if isinstance(dataset, str | Path) else list(dataset)
+    from robopolicy.data.demos import dataset_roots  # imports lerobot only inside its loaders
+
+    roots = dataset_roots(dataset)
     if not roots:
         raise ConfigError("dataset: an empty list (give a LeRobotDataset directory or a list of them)")
     for root in roots:
