@@ -45,7 +45,14 @@ import time
 import warnings
 from pathlib import Path
 
-ENV = ["env=arm_pick_place_dr", "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
+# --task: our arm's task under the default randomization (every range of envs/randomization.py at full scale)
+TASK_ENVS = {"pick_place": "env=arm_pick_place_dr", "push": "env=arm_push_dr"}
+ENV = [TASK_ENVS["pick_place"], "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
+
+
+def env_overrides(task: str) -> list[str]:
+    """The teacher's and student's env: ``task`` randomized, chunks of 4, proprioception + the privileged state."""
+    return [TASK_ENVS[task], *ENV[1:]]
 # Object position, velocity, goal and contacts (privileged 0-2, 7-15); the quaternion (3-6) and the physics
 # parameters (16-21) stay at their mean. Teacher on held-out seeds: 92% with the quaternion blanked (= clean), 96%
 # with the physics blanked, 0% with only position and goal real. The quaternion's spread in the teacher's demos
@@ -100,7 +107,7 @@ def prepare(root: Path, args) -> dict:
     dataset = root / "demos"
     if not (dataset / "meta" / "info.json").exists():
         t0 = time.perf_counter()
-        record_arm_demos(dataset, args.demos, args.seed, [], args.record_workers, args.cameras)
+        record_arm_demos(dataset, args.demos, args.seed, [], args.record_workers, args.cameras, args.task)
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
     student_data = _student_demos(root, dataset, args, out)
@@ -112,7 +119,7 @@ def prepare(root: Path, args) -> dict:
     }.items():
         ckpt = root / name / "checkpoints" / "LATEST"
         if not ckpt.exists():
-            _, wall = _train([*ENV, *overrides, "algo=bc", _dataset(data[name]), f"seed={args.seed}",
+            _, wall = _train([*env_overrides(args.task), *overrides, "algo=bc", _dataset(data[name]), f"seed={args.seed}",
                               "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}"], args.quick)
             out[f"{name}_s"] = round(wall, 1)
         out[name] = root / name
@@ -134,11 +141,11 @@ def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: di
         t0 = time.perf_counter()
         if not (rollouts / "meta" / "info.json").exists():
             record_arm_demos(rollouts, args.dagger_episodes, args.seed + 20_000 + (k - 1) * args.dagger_episodes,
-                    [f"driver={student}"], args.record_workers, args.cameras)
+                    [f"driver={student}"], args.record_workers, args.cameras, args.task)
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         data = [*data, rollouts]
         if not (root / name / "checkpoints" / "LATEST").exists():
-            _train([*ENV, *student_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc", _dataset(data),
+            _train([*env_overrides(args.task), *student_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc", _dataset(data),
                     f"init_policy={student}", f"algo.steps={args.dagger_steps}",
                     f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}", "algo.eval_every=0", "eval_episodes=0",
                     f"runs_dir={root}", f"name={name}",
@@ -154,8 +161,9 @@ def _dataset(parts: list[Path]) -> str:
     return "dataset=[" + ",".join(str(p) for p in parts) + "]"
 
 
-def record_arm_demos(root: Path, episodes: int, seed: int, extra: list[str], workers: int, cams: list[str]) -> None:
-    """``robopolicy demos`` on the randomized pick-place with proprioception, the privileged state and ``cams``
+def record_arm_demos(root: Path, episodes: int, seed: int, extra: list[str], workers: int, cams: list[str],
+                     task: str = "pick_place") -> None:
+    """``robopolicy demos`` on the randomized ``task`` with proprioception, the privileged state and ``cams``
     (also the recorder of benchmarks/camera_estimator.py and benchmarks/demo_pipeline.py)."""
     from hydra.utils import instantiate
 
@@ -163,7 +171,7 @@ def record_arm_demos(root: Path, episodes: int, seed: int, extra: list[str], wor
     from robopolicy.demos_config import register_demos_config
 
     register_demos_config()
-    instantiate(compose("demos", [*ENV[:1], "env.kwargs.state=proprio", *camera_overrides(cams),
+    instantiate(compose("demos", [TASK_ENVS[task], "env.kwargs.state=proprio", *camera_overrides(cams),
                                   f"episodes={episodes}", f"root={root}", f"seed={seed}", "overwrite=true",
                                   f"workers={workers}", *extra]).recorder)
 
@@ -182,13 +190,13 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
     parts = [p for p in parts if p[1] > 0]
     for path, episodes, seed, extra in parts:
         if not (path / "meta" / "info.json").exists():
-            record_arm_demos(path, episodes, seed, extra, args.record_workers, args.cameras)
+            record_arm_demos(path, episodes, seed, extra, args.record_workers, args.cameras, args.task)
     out["student_demos_s"] = round(time.perf_counter() - t0, 1)
     return [p[0] for p in parts]
 
 
 def distill(method: str, root: Path, prep: dict, args) -> dict:
-    result, wall = _train([*ENV, *student_overrides(args.cameras), "algo=distill", *METHODS[method],
+    result, wall = _train([*env_overrides(args.task), *student_overrides(args.cameras), "algo=distill", *METHODS[method],
                            f"teacher={prep['teacher']}", f"init_policy={prep['student_init']}", f"seed={args.seed}",
                            "env.num_envs=8", f"algo.n_steps={args.n_steps}", "algo.batch_size=128",
                            f"algo.n_epochs={args.epochs}", f"algo.learning_rate={args.lr}", f"total_steps={args.steps}",
@@ -200,7 +208,7 @@ def distill(method: str, root: Path, prep: dict, args) -> dict:
             "wall_s": round(wall, 1), "env_steps": args.steps, "curve": curve}
 
 
-def held_out_success(policy_dir: Path, episodes: int, cameras: list[str]) -> tuple[float, float | None]:
+def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: str) -> tuple[float, float | None]:
     """Success on the held-out seeds and, for a camera student, the median error (cm) of its estimate of the
     object position along its own episodes (None for the teacher)."""
     import torch
@@ -226,13 +234,13 @@ def held_out_success(policy_dir: Path, episodes: int, cameras: list[str]) -> tup
             return features, estimate
 
         encoder.features_and_estimate = recorded
-    env = compose("train", [*ENV, *(camera_overrides(cameras) if cameras else [])]).env
+    env = compose("train", [*env_overrides(task), *(camera_overrides(cameras) if cameras else [])]).env
     result = evaluate(policy, OmegaConf.to_container(env, resolve=True), episodes=episodes, seed=HELD_OUT_SEED)
     error_cm = round(100 * torch.cat(errors).median().item(), 2) if errors else None
     return float(result.summary()["success_rate"]), error_cm
 
 
-def plot(results: list[dict], teacher: float, path: Path) -> None:
+def plot(results: list[dict], teacher: float, path: Path, task: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,7 +255,7 @@ def plot(results: list[dict], teacher: float, path: Path) -> None:
     ax.axhline(0.9 * teacher, color="gray", linestyle=":", label="90% of the teacher")
     ax.set_xlabel("env steps (0 = student after BC warm start)")
     ax.set_ylabel("success (in-run evaluation)")
-    ax.set_title("arm pick-place, randomized: privileged teacher -> camera student")
+    ax.set_title(f"arm {task}, randomized: privileged teacher -> camera student")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -255,7 +263,7 @@ def plot(results: list[dict], teacher: float, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_rounds(rounds: list[tuple[float, float | None]], teacher: float, path: Path) -> Path:
+def plot_rounds(rounds: list[tuple[float, float | None]], teacher: float, path: Path, task: str) -> Path:
     """Held-out success and position error of the student after each offline DAgger round (0 = BC warm start)."""
     import matplotlib
 
@@ -277,7 +285,7 @@ def plot_rounds(rounds: list[tuple[float, float | None]], teacher: float, path: 
         ax.set_xticks(xs)
         ax.grid(alpha=0.3)
     left.legend(fontsize=7)
-    fig.suptitle("arm pick-place, randomized: the camera student's estimator on its own trajectories")
+    fig.suptitle(f"arm {task}, randomized: the camera student's estimator on its own trajectories")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -290,6 +298,7 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="reuse this folder (demos, teacher, student_init)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
                         help="on-policy methods from the warm start (none: the warm starts alone)")
+    parser.add_argument("--task", default="pick_place", choices=list(TASK_ENVS), help="our arm's task (randomized)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demos", type=int, default=200)
     parser.add_argument("--teacher-steps", type=int, default=20_000)
@@ -329,24 +338,24 @@ def main() -> None:
     torch.set_num_threads(1)
     root = Path(args.root or Path("runs/bench-teacher-student") / time.strftime("%Y%m%d-%H%M%S"))
     prep = prepare(root, args)
-    teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, [])
-    bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, args.cameras)
+    teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, [], args.task)
+    bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, args.cameras, args.task)
     print(f"teacher {teacher:.0%}, student after BC warm start {bc:.0%} (held-out seeds; median error of its "
           f"object-position estimate {bc_error} cm)", flush=True)
     rounds = [(bc, bc_error)]
     for k, student in enumerate(prep["dagger_students"], 1):
-        rounds.append(held_out_success(student, args.held_out_episodes, args.cameras))
+        rounds.append(held_out_success(student, args.held_out_episodes, args.cameras, args.task))
         print(f"student after offline DAgger round {k} of its estimator: {rounds[-1][0]:.0%} (position error "
               f"{rounds[-1][1]} cm)", flush=True)
     init, init_error = rounds[-1]
     if len(rounds) > 1:
         print(f"  {prep['dagger_env_steps']} env steps of the student's own over {len(rounds) - 1} round(s); plot: "
-              f"{plot_rounds(rounds, teacher, root / 'dagger_rounds.png')}", flush=True)
+              f"{plot_rounds(rounds, teacher, root / 'dagger_rounds.png', args.task)}", flush=True)
     results = []
     for method in args.methods:
         r = distill(method, root, prep, args)
         r["held_out_success"], r["position_error_cm"] = held_out_success(Path(r["checkpoint"]),
-                                                                         args.held_out_episodes, args.cameras)
+                                                                         args.held_out_episodes, args.cameras, args.task)
         r["fraction_of_teacher"] = round(r["held_out_success"] / teacher, 3) if teacher > 0 else None
         results.append(r)
         print(f"  {method:10s} held-out {r['held_out_success']:.0%} = {r['fraction_of_teacher']} of the teacher  "
@@ -354,9 +363,9 @@ def main() -> None:
               flush=True)
     if results:
         figure = root / f"success_curves-{'-'.join(args.methods)}.png"  # parallel invocations on one root
-        plot(results, teacher, figure)
+        plot(results, teacher, figure, args.task)
         print(f"plot: {figure}")
-    summary = {"teacher_success": teacher, "student_bc_success": bc, "student_bc_position_error_cm": bc_error,
+    summary = {"task": args.task, "teacher_success": teacher, "student_bc_success": bc, "student_bc_position_error_cm": bc_error,
                "student_init_success": init, "student_init_position_error_cm": init_error,
                "dagger_rounds": args.dagger_rounds, "dagger_env_steps": prep["dagger_env_steps"],
                "dagger_round_success": [r[0] for r in rounds], "dagger_round_position_error_cm": [r[1] for r in rounds],
