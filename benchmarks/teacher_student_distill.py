@@ -46,7 +46,7 @@ import warnings
 from pathlib import Path
 
 # --task: our arm's task under the default randomization (every range of envs/randomization.py at full scale)
-TASK_ENVS = {"pick_place": "env=arm_pick_place_dr", "push": "env=arm_push_dr"}
+TASK_ENVS = {"pick_place": "env=arm_pick_place_dr", "push": "env=arm_push_dr", "reach": "env=arm_reach_dr"}
 ENV = [TASK_ENVS["pick_place"], "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
 
 
