@@ -1,5 +1,5 @@
-"""Teacher-student on our arm's pick-place under domain randomization: a privileged-state teacher distilled
-into a camera student, three ways at equal env steps.
+"""Teacher-student on our arm under domain randomization (pick-place; --task push or reach): a privileged-state
+teacher distilled into a camera student, three ways at equal env steps.
 
     demos     the scripted expert under the default randomization: proprioception (19-D), observation.privileged
               (object pose, contacts, physics parameters) and the front camera (84x84)
@@ -34,6 +34,7 @@ plot of the in-run success curves, and ends with one JSON line.
     python benchmarks/teacher_student_distill.py --root runs/bench-ts/<stamp> --methods dagger   # reuse a teacher
     python benchmarks/teacher_student_distill.py --root <root> --methods --dagger-rounds 2   # the warm starts alone
     python benchmarks/teacher_student_distill.py --cameras front top     # a student with two cameras
+    python benchmarks/teacher_student_distill.py --task reach             # our arm's reach (the goal from the camera)
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ METHODS = {
     "estimate_only": ["algo.distill_coef=0", *FROZEN],
 }
 HELD_OUT_SEED = 50_000
+# The position whose estimate error is reported: the object's (privileged 0-2), the goal's for reach (10-12).
+POSITION = {"pick_place": [0, 1, 2], "push": [0, 1, 2], "reach": [10, 11, 12]}
+POSITION_NAME = {"pick_place": "object", "push": "object", "reach": "goal"}
 
 
 def camera_overrides(cams: list[str]) -> list[str]:
@@ -110,21 +114,27 @@ def prepare(root: Path, args) -> dict:
         record_arm_demos(dataset, args.demos, args.seed, [], args.record_workers, args.cameras, args.task)
         out["demos_s"] = round(time.perf_counter() - t0, 1)
     out["dataset"] = dataset
-    student_data = _student_demos(root, dataset, args, out)
-    data = {"teacher": [dataset], "student_init": student_data}
-    for name, overrides in {
-        "teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"],
-        "student_init": [*student_overrides(args.cameras), *ESTIMATOR_BC, f"algo.steps={args.student_steps}",
-                         "algo.learning_rate=1e-3", f"init_policy={root / 'teacher'}"],
-    }.items():
+    stages = {"teacher": ["policy=diffusion", "policy.encoder.privileged=true", f"algo.steps={args.teacher_steps}"]}
+    student = [*student_overrides(args.cameras), *ESTIMATOR_BC, f"init_policy={root / 'teacher'}"]
+    if args.init == "warm":
+        data = {"teacher": [dataset], "student_init": _student_demos(root, dataset, args, out)}
+        stages["student_init"] = [*student, f"algo.steps={args.student_steps}", "algo.learning_rate=1e-3"]
+    else:  # the teacher's layers and a fresh estimator, saved as a policy: one BC step at lr 0 copies them
+        data = {"teacher": [dataset], "student_fresh": [dataset]}
+        stages["student_fresh"] = [*student, "algo.steps=1", "algo.learning_rate=0"]
+    for name, overrides in stages.items():
         ckpt = root / name / "checkpoints" / "LATEST"
         if not ckpt.exists():
             _, wall = _train([*env_overrides(args.task), *overrides, "algo=bc", _dataset(data[name]), f"seed={args.seed}",
                               "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}"], args.quick)
             out[f"{name}_s"] = round(wall, 1)
         out[name] = root / name
+    if args.init == "teacher":  # the methods start from the teacher's layers and a fresh camera estimator
+        out.update(student_bc=out["student_fresh"], student_init=out["student_fresh"], dagger_env_steps=0,
+                   dagger_students=[])
+        return out
     out["student_bc"] = out["student_init"]
-    out["student_init"] = _estimator_dagger(root, out["student_bc"], student_data, args, out)
+    out["student_init"] = _estimator_dagger(root, out["student_bc"], data["student_init"], args, out)
     return out
 
 
@@ -195,13 +205,21 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
     return [p[0] for p in parts]
 
 
+def run_suffix(args) -> str:
+    """Run names for a start or an estimate weight other than the defaults, so that they share a --root."""
+    return ("" if args.init == "warm" else "_from_teacher") + ("" if args.estimate_coef == 1 else
+                                                               f"_estimate{args.estimate_coef:g}")
+
+
 def distill(method: str, root: Path, prep: dict, args) -> dict:
+    name = method + run_suffix(args)
     result, wall = _train([*env_overrides(args.task), *student_overrides(args.cameras), "algo=distill", *METHODS[method],
                            f"teacher={prep['teacher']}", f"init_policy={prep['student_init']}", f"seed={args.seed}",
                            "env.num_envs=8", f"algo.n_steps={args.n_steps}", "algo.batch_size=128",
-                           f"algo.n_epochs={args.epochs}", f"algo.learning_rate={args.lr}", f"total_steps={args.steps}",
+                           f"algo.n_epochs={args.epochs}", f"algo.learning_rate={args.lr}",
+                           f"algo.estimate_coef={args.estimate_coef}", f"total_steps={args.steps}",
                            f"eval_every={args.eval_every}", f"eval_episodes={args.eval_episodes}", "keep_best=false",
-                           f"checkpoint_every={args.steps}", f"runs_dir={root}", f"name={method}"], args.quick)
+                           f"checkpoint_every={args.steps}", f"runs_dir={root}", f"name={name}"], args.quick)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["eval/success"]) for r in rows if "eval/success" in r and not r.get("eval/is_final")]
     return {"method": method, "run": str(result.run_dir), "checkpoint": str(result.checkpoint / "policy"),
@@ -223,7 +241,7 @@ def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: 
     encoder, errors = policy.encoder, []
     if cameras and encoder.estimator is not None:
         index = encoder.estimate_index.tolist()
-        position = [i for i in range(3) if i in index]  # privileged 0-2: the object's xyz
+        position = [i for i in POSITION[task] if i in index]  # the object's xyz (the goal's for reach)
         cols = [index.index(i) for i in position]  # their columns of the estimate
         std = policy.normalizer.stats[OBS_PRIVILEGED.replace(".", "__")].var[position].sqrt()
         estimate_fn = encoder.features_and_estimate
@@ -253,7 +271,7 @@ def plot(results: list[dict], teacher: float, path: Path, task: str) -> None:
             ax.plot(xs, ys, marker="o", label=f"{r['method']} (held-out {r['held_out_success']:.0%})")
     ax.axhline(teacher, color="k", linestyle="--", label=f"teacher (held-out {teacher:.0%})")
     ax.axhline(0.9 * teacher, color="gray", linestyle=":", label="90% of the teacher")
-    ax.set_xlabel("env steps (0 = student after BC warm start)")
+    ax.set_xlabel("env steps (0 = the methods' start: the warm start, or the teacher with a fresh estimator)")
     ax.set_ylabel("success (in-run evaluation)")
     ax.set_title(f"arm {task}, randomized: privileged teacher -> camera student")
     ax.grid(alpha=0.3)
@@ -306,6 +324,12 @@ def main() -> None:
                         help="clean expert episodes for the student's BC (0: reuse the teacher's demos)")
     parser.add_argument("--dart-demos", type=int, default=1_000, help="DART episodes for the student's BC")
     parser.add_argument("--explore-noise", type=float, default=0.3, help="DART: std of the executed action noise")
+    parser.add_argument("--init", default="warm", choices=["warm", "teacher"],
+                        help="the methods' start: the BC warm start (+ DAgger rounds), or the teacher's layers with a "
+                             "fresh estimator (no student demos: the methods alone train it)")
+    parser.add_argument("--estimate-coef", type=float, default=1.0,
+                        help="weight of the estimate term in the methods (0: only the distillation term trains the "
+                             "estimator)")
     parser.add_argument("--student-steps", type=int, default=8_000)
     parser.add_argument("--dagger-rounds", type=int, default=2,
                         help="offline DAgger rounds for the camera estimator after the BC warm start (0: none)")
@@ -340,8 +364,9 @@ def main() -> None:
     prep = prepare(root, args)
     teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, [], args.task)
     bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, args.cameras, args.task)
-    print(f"teacher {teacher:.0%}, student after BC warm start {bc:.0%} (held-out seeds; median error of its "
-          f"object-position estimate {bc_error} cm)", flush=True)
+    start = "after BC warm start" if args.init == "warm" else "with the teacher's layers and a fresh estimator"
+    print(f"teacher {teacher:.0%}, student {start} {bc:.0%} (held-out seeds; median error of its "
+          f"{POSITION_NAME[args.task]}-position estimate {bc_error} cm)", flush=True)
     rounds = [(bc, bc_error)]
     for k, student in enumerate(prep["dagger_students"], 1):
         rounds.append(held_out_success(student, args.held_out_episodes, args.cameras, args.task))
@@ -362,14 +387,15 @@ def main() -> None:
               f"(position error {r['position_error_cm']} cm; {r['env_steps']} env steps, {r['wall_s']:.0f} s)",
               flush=True)
     if results:
-        figure = root / f"success_curves-{'-'.join(args.methods)}.png"  # parallel invocations on one root
+        # one file per method set and start: parallel invocations on one root
+        figure = root / f"success_curves-{'-'.join(args.methods)}{run_suffix(args)}.png"
         plot(results, teacher, figure, args.task)
         print(f"plot: {figure}")
     summary = {"task": args.task, "teacher_success": teacher, "student_bc_success": bc, "student_bc_position_error_cm": bc_error,
                "student_init_success": init, "student_init_position_error_cm": init_error,
-               "dagger_rounds": args.dagger_rounds, "dagger_env_steps": prep["dagger_env_steps"],
+               "dagger_rounds": len(prep["dagger_students"]), "dagger_env_steps": prep["dagger_env_steps"],
                "dagger_round_success": [r[0] for r in rounds], "dagger_round_position_error_cm": [r[1] for r in rounds],
-               "init_fraction_of_teacher": round(init / teacher, 3) if teacher > 0 else None,
+               "init": args.init, "init_fraction_of_teacher": round(init / teacher, 3) if teacher > 0 else None,
                "env_steps": args.steps, "held_out_episodes": args.held_out_episodes}
     for r in results:
         summary[f"{r['method']}_success"] = r["held_out_success"]
