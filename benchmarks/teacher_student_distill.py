@@ -35,6 +35,8 @@ plot of the in-run success curves, and ends with one JSON line.
     python benchmarks/teacher_student_distill.py --root <root> --methods --dagger-rounds 2   # the warm starts alone
     python benchmarks/teacher_student_distill.py --cameras front top     # a student with two cameras
     python benchmarks/teacher_student_distill.py --task reach             # our arm's reach (the goal from the camera)
+    python benchmarks/teacher_student_distill.py --task reach --init teacher --estimate-coef 0   # the methods alone
+              train a fresh estimator, through their action-level term only (docs/finetuning.md)
 """
 
 from __future__ import annotations
@@ -49,11 +51,6 @@ from pathlib import Path
 # --task: our arm's task under the default randomization (every range of envs/randomization.py at full scale)
 TASK_ENVS = {"pick_place": "env=arm_pick_place_dr", "push": "env=arm_push_dr", "reach": "env=arm_reach_dr"}
 ENV = [TASK_ENVS["pick_place"], "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
-
-
-def env_overrides(task: str) -> list[str]:
-    """The teacher's and student's env: ``task`` randomized, chunks of 4, proprioception + the privileged state."""
-    return [TASK_ENVS[task], *ENV[1:]]
 # Object position, velocity, goal and contacts (privileged 0-2, 7-15); the quaternion (3-6) and the physics
 # parameters (16-21) stay at their mean. Teacher on held-out seeds: 92% with the quaternion blanked (= clean), 96%
 # with the physics blanked, 0% with only position and goal real. The quaternion's spread in the teacher's demos
@@ -77,6 +74,11 @@ HELD_OUT_SEED = 50_000
 # The position whose estimate error is reported: the object's (privileged 0-2), the goal's for reach (10-12).
 POSITION = {"pick_place": [0, 1, 2], "push": [0, 1, 2], "reach": [10, 11, 12]}
 POSITION_NAME = {"pick_place": "object", "push": "object", "reach": "goal"}
+
+
+def env_overrides(task: str) -> list[str]:
+    """The teacher's and student's env: ``task`` randomized, chunks of 4, proprioception + the privileged state."""
+    return [TASK_ENVS[task], *ENV[1:]]
 
 
 def camera_overrides(cams: list[str]) -> list[str]:
@@ -125,8 +127,9 @@ def prepare(root: Path, args) -> dict:
     for name, overrides in stages.items():
         ckpt = root / name / "checkpoints" / "LATEST"
         if not ckpt.exists():
-            _, wall = _train([*env_overrides(args.task), *overrides, "algo=bc", _dataset(data[name]), f"seed={args.seed}",
-                              "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}", f"name={name}"], args.quick)
+            _, wall = _train([*env_overrides(args.task), *overrides, "algo=bc", _dataset(data[name]),
+                              f"seed={args.seed}", "algo.eval_every=0", "eval_episodes=0", f"runs_dir={root}",
+                              f"name={name}"], args.quick)
             out[f"{name}_s"] = round(wall, 1)
         out[name] = root / name
     if args.init == "teacher":  # the methods start from the teacher's layers and a fresh camera estimator
@@ -155,8 +158,8 @@ def _estimator_dagger(root: Path, student: Path, data: list[Path], args, out: di
         out["dagger_env_steps"] += json.loads((rollouts / "meta" / "info.json").read_text())["total_frames"]
         data = [*data, rollouts]
         if not (root / name / "checkpoints" / "LATEST").exists():
-            _train([*env_overrides(args.task), *student_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc", _dataset(data),
-                    f"init_policy={student}", f"algo.steps={args.dagger_steps}",
+            _train([*env_overrides(args.task), *student_overrides(args.cameras), *ESTIMATOR_BC, "algo=bc",
+                    _dataset(data), f"init_policy={student}", f"algo.steps={args.dagger_steps}",
                     f"algo.learning_rate={args.dagger_lr}", f"seed={args.seed}", "algo.eval_every=0", "eval_episodes=0",
                     f"runs_dir={root}", f"name={name}",
                     f"torch_threads={args.bc_threads}"], args.quick)
@@ -213,8 +216,9 @@ def run_suffix(args) -> str:
 
 def distill(method: str, root: Path, prep: dict, args) -> dict:
     name = method + run_suffix(args)
-    result, wall = _train([*env_overrides(args.task), *student_overrides(args.cameras), "algo=distill", *METHODS[method],
-                           f"teacher={prep['teacher']}", f"init_policy={prep['student_init']}", f"seed={args.seed}",
+    result, wall = _train([*env_overrides(args.task), *student_overrides(args.cameras), "algo=distill",
+                           *METHODS[method], f"teacher={prep['teacher']}", f"init_policy={prep['student_init']}",
+                           f"seed={args.seed}",
                            "env.num_envs=8", f"algo.n_steps={args.n_steps}", "algo.batch_size=128",
                            f"algo.n_epochs={args.epochs}", f"algo.learning_rate={args.lr}",
                            f"algo.estimate_coef={args.estimate_coef}", f"total_steps={args.steps}",
@@ -228,7 +232,7 @@ def distill(method: str, root: Path, prep: dict, args) -> dict:
 
 def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: str) -> tuple[float, float | None]:
     """Success on the held-out seeds and, for a camera student, the median error (cm) of its estimate of the
-    object position along its own episodes (None for the teacher)."""
+    object's position (the goal's for reach) along its own episodes (None for the teacher)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -315,7 +319,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy budgets, < 1 minute")
     parser.add_argument("--root", default=None, help="reuse this folder (demos, teacher, student_init)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
-                        help="on-policy methods from the warm start (none: the warm starts alone)")
+                        help="on-policy methods from the start --init picks (none: the warm starts alone)")
     parser.add_argument("--task", default="pick_place", choices=list(TASK_ENVS), help="our arm's task (randomized)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demos", type=int, default=200)
@@ -349,6 +353,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--held-out-episodes", type=int, default=50)
     args = parser.parse_args()
+    if args.estimate_coef == 0 and "estimate_only" in args.methods:
+        parser.error("--estimate-coef 0 leaves estimate_only with no term to train; drop it from --methods")
     if args.quick:
         args.demos, args.teacher_steps, args.student_steps, args.steps = 2, 20, 10, 256
         args.student_demos, args.dart_demos = 2, 2
@@ -379,8 +385,8 @@ def main() -> None:
     results = []
     for method in args.methods:
         r = distill(method, root, prep, args)
-        r["held_out_success"], r["position_error_cm"] = held_out_success(Path(r["checkpoint"]),
-                                                                         args.held_out_episodes, args.cameras, args.task)
+        r["held_out_success"], r["position_error_cm"] = held_out_success(
+            Path(r["checkpoint"]), args.held_out_episodes, args.cameras, args.task)
         r["fraction_of_teacher"] = round(r["held_out_success"] / teacher, 3) if teacher > 0 else None
         results.append(r)
         print(f"  {method:10s} held-out {r['held_out_success']:.0%} = {r['fraction_of_teacher']} of the teacher  "
@@ -391,7 +397,8 @@ def main() -> None:
         figure = root / f"success_curves-{'-'.join(args.methods)}{run_suffix(args)}.png"
         plot(results, teacher, figure, args.task)
         print(f"plot: {figure}")
-    summary = {"task": args.task, "teacher_success": teacher, "student_bc_success": bc, "student_bc_position_error_cm": bc_error,
+    summary = {"task": args.task, "teacher_success": teacher, "student_bc_success": bc,
+               "student_bc_position_error_cm": bc_error,
                "student_init_success": init, "student_init_position_error_cm": init_error,
                "dagger_rounds": len(prep["dagger_students"]), "dagger_env_steps": prep["dagger_env_steps"],
                "dagger_round_success": [r[0] for r in rounds], "dagger_round_position_error_cm": [r[1] for r in rounds],
