@@ -48,9 +48,11 @@ import time
 import warnings
 from pathlib import Path
 
-# --task: our arm's task under the default randomization (every range of envs/randomization.py at full scale)
-TASK_ENVS = {"pick_place": "env=arm_pick_place_dr", "push": "env=arm_push_dr", "reach": "env=arm_reach_dr"}
-ENV = [TASK_ENVS["pick_place"], "env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
+# --task: our arm's task under the default randomization (envs/randomization.py's ranges at full scale)
+DR = ["env.kwargs.randomization.enabled=true"]
+TASK_ENVS = {"pick_place": ["env=arm_pick_place_dr"], "push": ["env=arm_push", *DR], "reach": ["env=arm_reach", *DR]}
+SHARED = ["env.chunk=4", "env.kwargs.state=proprio", "env.kwargs.privileged=true"]
+ENV = [*TASK_ENVS["pick_place"], *SHARED]
 # Object position, velocity, goal and contacts (privileged 0-2, 7-15); the quaternion (3-6) and the physics
 # parameters (16-21) stay at their mean. Teacher on held-out seeds: 92% with the quaternion blanked (= clean), 96%
 # with the physics blanked, 0% with only position and goal real. The quaternion's spread in the teacher's demos
@@ -78,7 +80,7 @@ POSITION_NAME = {"pick_place": "object", "push": "object", "reach": "goal"}
 
 def env_overrides(task: str) -> list[str]:
     """The teacher's and student's env: ``task`` randomized, chunks of 4, proprioception + the privileged state."""
-    return [TASK_ENVS[task], *ENV[1:]]
+    return [*TASK_ENVS[task], *SHARED]
 
 
 def camera_overrides(cams: list[str]) -> list[str]:
@@ -184,9 +186,9 @@ def record_arm_demos(root: Path, episodes: int, seed: int, extra: list[str], wor
     from robopolicy.demos_config import register_demos_config
 
     register_demos_config()
-    instantiate(compose("demos", [TASK_ENVS[task], "env.kwargs.state=proprio", *camera_overrides(cams),
-                                  f"episodes={episodes}", f"root={root}", f"seed={seed}", "overwrite=true",
-                                  f"workers={workers}", *extra]).recorder)
+    instantiate(compose("demos", [*TASK_ENVS[task], "env.kwargs.state=proprio", "env.kwargs.privileged=true",
+                                  *camera_overrides(cams), f"episodes={episodes}", f"root={root}", f"seed={seed}",
+                                  "overwrite=true", f"workers={workers}", *extra]).recorder)
 
 
 def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Path]:

@@ -35,8 +35,6 @@ def test_all_expected_configs_exist():
         "arm_pick_place",
         "arm_peg_insert",
         "arm_pick_place_dr",
-        "arm_push_dr",
-        "arm_reach_dr",
         "metaworld",
         "metaworld_mt10",
     } <= names
