@@ -11,6 +11,7 @@ from typing import Protocol
 
 import torch
 
+from robopolicy.numpy_actor import NumpyGaussianActor
 from robopolicy.policy import Policy
 from robopolicy.types import BatchedEnv, EpisodeStats, Obs, Rollout
 
@@ -73,9 +74,13 @@ class LocalRollouts:
         final_l: list[Obs] = []
         act_l, trace_l, logp_l, rew_l, term_l, trunc_l, steps_l = [], [], [], [], [], [], []
         self.new_episodes = []
+        # A plain Gaussian MLP policy acts through NumPy views of its own weights (same distribution, same
+        # torch random stream): batch-1 torch dispatch is the larger part of acting (robopolicy/numpy_actor.py).
+        fast = NumpyGaussianActor.for_policy(policy)
+        act = policy.act if fast is None else fast.act
         obs = self.obs
         for _ in range(self.n_steps):
-            sample = policy.act(obs)
+            sample = act(obs)
             step = self.env.step(sample.actions)
             obs_l.append(obs)
             act_l.append(sample.actions)

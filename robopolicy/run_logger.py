@@ -54,10 +54,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> Path | None:
     """PNG of return (and success, when reported) against env steps; None if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object-oriented API: no pyplot import (a third of matplotlib's start-up), no global figure state.
+    from matplotlib.figure import Figure
 
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
     # The final evaluation (fresh seeds) is a separate marker, not a point of the periodic curve.
@@ -68,7 +66,8 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
     panels = [(name, keys) for name, keys in panels if any(series[k] for k in keys)]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(6 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, keys) in zip(axes[0], panels):
         for key in keys:
             if series[key]:
@@ -88,5 +87,4 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)
     return out_path
