@@ -37,7 +37,8 @@ _LOG_2 = math.log(2.0)
 
 
 class NumpyGaussianActor:
-    """``Policy.act`` for a state-only MLP encoder + state-independent Gaussian head, in NumPy."""
+    """``Policy.act`` for a state-only MLP encoder + state-independent Gaussian head, in NumPy. Build one per
+    rollout (``for_policy``): the weights are live views, but the clamped log-std is copied at construction."""
 
     def __init__(self, policy: Policy):
         head: GaussianHead = policy.head  # type: ignore[assignment]
