@@ -1,6 +1,7 @@
-"""Fine-tuning a BC diffusion policy: our recipes vs naive BC -> PPO, steps to a success threshold.
+"""Fine-tuning a BC policy: our recipes vs naive BC -> PPO, steps to a success threshold.
 
-All methods start from the same BC policy (diffusion head, chunks of 4) pretrained on the same 10
+All methods start from the same BC policy (``--head``: diffusion by default, flow or tokens; chunks of
+4) pretrained on the same 10
 noisy scripted demos, and fine-tune it in the same Meta-World task in this one invocation:
 
     ours    critic warm-up, then small actor steps (experiment=finetune_metaworld)
@@ -15,6 +16,7 @@ one plot of all curves, and ends with one JSON line.
     python benchmarks/finetune_vs_baselines.py --quick      # < 1 minute: the pipeline at toy budgets
     python benchmarks/finetune_vs_baselines.py              # reach-v3, 1 seed, 150k steps per method
     python benchmarks/finetune_vs_baselines.py --seeds 0 1 2 --task metaworld_push --steps 1000000
+    python benchmarks/finetune_vs_baselines.py --head flow --methods ours --task metaworld_push
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ METHODS = {
     "o2o": ["algo=o2o", "env.num_envs=8"],
     "naive": ["algo=ppo", "env.num_envs=8", "algo.n_steps=50"],
 }
+HEADS = ("diffusion", "flow", "tokens")
+# finetune_metaworld sets the diffusion head's ft_steps; flow and token heads have no such option.
+HEAD_OVERRIDES = {"diffusion": [], "flow": ["~init_head_options.ft_steps"],
+                  "tokens": ["~init_head_options.ft_steps"]}
 
 
-def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int) -> tuple[Path, Path, float]:
-    """Noisy whole-episode demos and a BC diffusion policy: (dataset, bc checkpoint, BC success)."""
+def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int,
+            head: str = "diffusion") -> tuple[Path, Path, float]:
+    """Noisy whole-episode demos and a BC policy with ``head``: (dataset, bc checkpoint, BC success)."""
     from hydra.utils import instantiate
 
     from robopolicy.cli import compose
@@ -45,7 +52,7 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
     dcfg = compose("demos", [f"env={task}", f"episodes={demos}", f"root={root / f'demos-{seed}'}", "action_noise=0.3",
                              "suboptimal_frac=0.2", "stop_on_success=false", f"seed={seed}", "overwrite=true"])
     dataset = Path(instantiate(dcfg.recorder))
-    bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", "policy=diffusion", f"seed={seed}",
+    bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", f"policy={head}", f"seed={seed}",
                                         f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100",
                                         "algo.eval_every=0", f"eval_episodes={eval_episodes}", "logger=none",
                                         f"runs_dir={root}", f"name=bc-{seed}"]), show_progress=False)
@@ -57,7 +64,8 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     from robopolicy.train_run import run_training
 
     cfg = compose("train", [f"env={task}", "env.chunk=4", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
-                            *METHODS[method], f"total_steps={args.steps}", f"eval_every={args.eval_every}",
+                            *METHODS[method], *(HEAD_OVERRIDES[args.head] if method == "ours" else []),
+                            f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
                             "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
                             *args.override.get(method, []),
@@ -101,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy budgets, < 1 minute")
     parser.add_argument("--task", default="metaworld_reach")
+    parser.add_argument("--head", default="diffusion", choices=HEADS, help="action head of the BC policy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--steps", type=int, default=150_000)
@@ -129,7 +138,7 @@ def main() -> None:
     root = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     results, starts = [], {}
     for seed in args.seeds:
-        dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes)
+        dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head)
         print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
         for method in args.methods:
             r = finetune(method, args.task, seed, root, dataset, bc, args)
@@ -145,7 +154,7 @@ def main() -> None:
         steps = [r["steps_to_threshold"] or args.steps for r in rs]
         return sum(steps) / max(1, len(steps)), all(r["steps_to_threshold"] for r in rs)
 
-    summary: dict = {"task": args.task, "seeds": args.seeds, "threshold": args.threshold, "budget": args.steps,
+    summary: dict = {"task": args.task, "head": args.head, "seeds": args.seeds, "threshold": args.threshold, "budget": args.steps,
                      "bc_success": [starts[s] for s in args.seeds]}
     for method in args.methods:
         steps, all_reached = mean_steps(method)

@@ -90,3 +90,20 @@ def test_o2o_offline_improvement_logs_its_gated_rounds_at_step_0(tmp_path, bc_po
     assert 1 <= len(offline) <= 2 and all(r["step"] == 0 for r in offline)
     assert "offline/critic_loss" in offline[0] and "offline/q_loss" in offline[0]
     assert all(r["offline/accepted"] in (0.0, 1.0) and "loss/pg" in r for r in offline)
+
+
+def test_finetune_recipe_serves_a_flow_policy_once_the_diffusion_option_is_removed(tmp_path, fake_loader):  # noqa: F811
+    """experiment=finetune_metaworld names the diffusion head's ft_steps; a flow policy refuses it by name,
+    and ``~init_head_options.ft_steps`` (not ``init_head_options={}``, which Hydra merges) removes it."""
+    fake_loader["data"], _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0)
+    flow_bc = run_training(bc_cfg(tmp_path, "policy=flow", "policy.head_options.num_steps=2"),
+                           show_progress=False).checkpoint
+    recipe = [*TOY, "experiment=finetune_metaworld", "env.num_envs=2", "env.chunk=1", "total_steps=192",
+              "eval_every=64", "eval_episodes=2", "algo.n_steps=16", "algo.batch_size=16",
+              "algo.critic_warmup_updates=1", f"init_policy={flow_bc}", f"runs_dir={tmp_path / 'runs'}"]
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['ft_steps'\] for head 'flow'"):
+        run_training(compose("train", [*recipe, "init_head_options={}", "name=merged"]), show_progress=False)
+    out = rows(run_training(compose("train", [*recipe, "~init_head_options.ft_steps", "name=flow"]),
+                            show_progress=False).run_dir)
+    updates = [r for r in out if "loss/pg" in r]
+    assert updates and updates[-1]["step"] == 192 and all(r["ppo/critic_warmup"] in (0.0, 1.0) for r in updates)
