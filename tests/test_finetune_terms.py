@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.critic import CriticConfig, ValueCritic
 from robopolicy.encoders import EncoderConfig
 from robopolicy.heads import HEADS
-from robopolicy.objective import BCTerm, DAggerTerm, DivergenceTerm, ForwardCache
+from robopolicy.objective import BCTerm, DAggerTerm, DivergenceTerm, ForwardCache, MiniBatch, PPOClipTerm
 from robopolicy.policy import Policy, PolicyConfig
 
 
@@ -150,3 +151,28 @@ def test_a_term_without_its_input_is_named(overrides, needs):
 def test_unknown_divergence_kind_is_named():
     with pytest.raises(ValueError, match="distill_kind"):
         PPOConfig(distill_kind="wasserstein")
+
+
+def test_per_decision_clip_rises_from_the_first_decision_to_the_last():
+    """DPPO's schedule: eps_1 at the first decision, clip_coef at the last; a ratio of 1.05 on every decision is
+    clipped (no gradient) where eps < 0.05 and passes where eps > 0.05; None keeps one clip for all."""
+    term = PPOClipTerm(0.2, clip_coef_first=0.01, clip_schedule_rate=3.0)
+    eps = term.clip_per_decision(5)
+    assert eps[0].item() == pytest.approx(0.01) and eps[-1].item() == pytest.approx(0.2)
+    assert (eps.diff() > 0).all() and eps[2].item() < 0.105  # convex: the middle stays near the first
+    assert PPOClipTerm(0.2).clip_per_decision(5) == 0.2 and term.clip_per_decision(1) == 0.2
+    n, s = 4, 5
+    old = torch.zeros(n, s)
+
+    class Cache:
+        mb = MiniBatch(obs={}, trace=torch.zeros(n), logp=old, advantages=torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                       returns=torch.zeros(n), value=torch.zeros(n))
+        logp = torch.full((n, s), math.log(1.05), requires_grad=True)
+
+    _, stats = term(Cache())
+    (grad,) = torch.autograd.grad(term(Cache())[0], Cache.logp)
+    passes = (grad.abs() > 0).all(0)
+    assert passes.tolist() == (eps > 0.05).tolist() == [False, False, False, True, True]
+    assert stats["clip_frac"].item() == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="algo.clip_coef_first"):
+        PPOConfig(clip_coef=0.05, clip_coef_first=0.1)

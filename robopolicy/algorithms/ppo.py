@@ -68,7 +68,12 @@ class PPOConfig:
     gae_lambda: float = 0.95
     """GAE trade-off between bias (0) and variance (1)."""
     clip_coef: float = 0.2
-    """PPO ratio clip epsilon."""
+    """PPO ratio clip epsilon (of the last inner decision when clip_coef_first is set)."""
+    clip_coef_first: float | None = None
+    """DPPO's per-decision clip: epsilon of the first (noisiest) inner decision, rising exponentially to
+    clip_coef at the last; None: clip_coef for every decision."""
+    clip_schedule_rate: float = 3.0
+    """Curvature of that rise (DPPO: 3); larger keeps more decisions near clip_coef_first."""
     clip_vf: float | None = None
     """Value clipping around the old value; None: unclipped."""
     ent_coef: float = 0.0
@@ -147,6 +152,8 @@ class PPOConfig:
             "n_steps": self.n_steps >= 1, "batch_size": self.batch_size >= 1, "n_epochs": self.n_epochs >= 1,
             "learning_rate": self.learning_rate >= 0, "gamma": 0 < self.gamma <= 1,
             "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
+            "clip_coef_first": self.clip_coef_first is None or 0 < self.clip_coef_first <= self.clip_coef,
+            "clip_schedule_rate": self.clip_schedule_rate > 0,
             "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
             "critic_warmup_updates": self.critic_warmup_updates >= 0,
             "actor_lr_warmup_updates": self.actor_lr_warmup_updates >= 0,
@@ -171,7 +178,8 @@ class PPOConfig:
             k = bad[0]
             raise ValueError(f"algo.{k}: invalid value {getattr(self, k)!r} "
                              "(n_steps, batch_size, n_epochs >= 1; 0 < gamma <= 1; 0 <= gae_lambda <= 1; "
-                             "clip_coef, max_grad_norm, target_kl > 0; coefficients >= 0; 0 <= bc_decay <= 1; "
+                             "clip_coef, max_grad_norm, target_kl > 0; 0 < clip_coef_first <= clip_coef; "
+                             "clip_schedule_rate > 0; coefficients >= 0; 0 <= bc_decay <= 1; "
                              "offline_*: iters >= 0, q_steps, epochs, states >= 1, samples >= 2, learning_rate > 0, "
                              "ope_margin >= 0, q_min_heldout_ev <= 1, 0 < holdout_frac < 1; "
                              f"kinds in {DIVERGENCE_KINDS} (+ dagger for distill_kind); advantage in gae, grpo, "
@@ -354,7 +362,8 @@ def objective_terms(
     """The weighted terms ``config`` asks for; a term whose input is missing is a ValueError naming it."""
     terms: dict[str, tuple[ObjectiveTerm, float]] = {
         # Group advantages are normalized already (and 0 on masked steps): no per-minibatch renormalization.
-        "pg": (PPOClipTerm(config.clip_coef, config.normalize_advantage and config.advantage == "gae"), config.pg_coef),
+        "pg": (PPOClipTerm(config.clip_coef, config.normalize_advantage and config.advantage == "gae",
+                           config.clip_coef_first, config.clip_schedule_rate), config.pg_coef),
         "entropy": (EntropyTerm(), config.ent_coef),
         "value": (ValueTerm(config.clip_vf), config.vf_coef),
     }

@@ -3,6 +3,9 @@
     r_{n,s} = exp(log pi(d_{n,s}) - log pi_old(d_{n,s}))           ratio per decision s
     L       = -mean_{n,s} min(r A_n, clip(r, 1 - eps, 1 + eps) A_n)
 A policy step's advantage A_n is shared by all its S decisions (denoising steps, tokens).
+With ``clip_coef_first`` the clip differs per decision, as DPPO's per-denoising-step clip:
+    eps_s = eps_1 + (eps - eps_1) (exp(rate u_s) - 1) / (exp(rate) - 1),   u_s = s / (S - 1)
+so the first (noisiest) decision moves least and the last, which sets the action, moves most.
 With ``extras["pg_mask"]`` (N,) in the minibatch, the mean (and the advantage normalization) runs over the steps
 whose mask is 1 only: steps whose executed action is not their stored sample contribute nothing.
 """
@@ -18,9 +21,19 @@ from robopolicy.objective.base import ForwardCache, ObjectiveTerm
 class PPOClipTerm(ObjectiveTerm):
     name = "pg"
 
-    def __init__(self, clip_coef: float = 0.2, normalize_advantage: bool = True):
+    def __init__(self, clip_coef: float = 0.2, normalize_advantage: bool = True,
+                 clip_coef_first: float | None = None, clip_schedule_rate: float = 3.0):
         super().__init__()
         self.clip_coef, self.normalize_advantage = clip_coef, normalize_advantage
+        self.clip_coef_first, self.clip_schedule_rate = clip_coef_first, clip_schedule_rate
+
+    def clip_per_decision(self, s: int) -> float | Tensor:
+        """Clip epsilon for each of S decisions: a float, or (S,) rising from clip_coef_first to clip_coef."""
+        if self.clip_coef_first is None or s == 1:
+            return self.clip_coef
+        u = torch.linspace(0.0, 1.0, s)
+        rise = torch.expm1(self.clip_schedule_rate * u) / torch.expm1(torch.tensor(self.clip_schedule_rate))
+        return self.clip_coef_first + (self.clip_coef - self.clip_coef_first) * rise
 
     def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         mb = cache.mb
@@ -39,8 +52,11 @@ class PPOClipTerm(ObjectiveTerm):
         # bound (or equals r: a tie) and passes no gradient that the unclipped branch would not: picking the branch
         # with ``where`` gives the same values and gradients as min/clamp, with fewer autograd nodes.
         loss = ratio * neg_adv
+        eps = self.clip_per_decision(ratio.shape[-1])
+        if isinstance(eps, Tensor):
+            eps = eps.to(ratio)
         with torch.no_grad():
-            clipped = ratio.clamp(1 - self.clip_coef, 1 + self.clip_coef) * neg_adv
+            clipped = torch.clamp(ratio, 1 - eps, 1 + eps) * neg_adv
         loss = torch.where(loss >= clipped, loss, clipped)
         if mask is not None:
             loss = loss * mask.unsqueeze(-1) * (mask.numel() / mask.sum().clamp(min=1.0))
@@ -48,7 +64,7 @@ class PPOClipTerm(ObjectiveTerm):
             # k3 estimator of KL(old || new): E[(r - 1) - log r], low variance, always >= 0.
             r1 = ratio - 1
             approx_kl = (r1 - log_ratio).mean()
-            clip_frac = (r1.abs() > self.clip_coef).float().mean()
+            clip_frac = (r1.abs() > eps).float().mean()
             ratio_mean = ratio.mean()
         return loss.mean(), {"approx_kl": approx_kl, "clip_frac": clip_frac, "ratio_mean": ratio_mean}
 
