@@ -84,7 +84,7 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
             "final_success": curve[-1][1] if curve else float("nan"), "curve": curve}
 
 
-def plot(results: list[dict], path: Path, threshold: float) -> None:
+def plot(results: list[dict], path: Path, threshold: float, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +98,7 @@ def plot(results: list[dict], path: Path, threshold: float) -> None:
     ax.axhline(threshold, color="gray", linestyle=":", label=f"threshold {threshold:.0%}")
     ax.set_xlabel("env steps (0 = BC policy)")
     ax.set_ylabel("eval success")
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -146,7 +147,8 @@ def main() -> None:
             print(f"  {method:6s} steps to {args.threshold:.0%}: {r['steps_to_threshold'] or f'> {args.steps}'}  "
                   f"start {r['start_success']:.2f}  first eval {r['first_eval_success']:.2f}  "
                   f"min {r['min_success']:.2f}  final {r['final_success']:.2f}  ({r['wall_s']:.0f} s)", flush=True)
-    plot(results, root / "success_curves.png", args.threshold)
+    plot(results, root / "success_curves.png", args.threshold,
+         f"{args.task}, {args.head} head from BC on {demos} noisy demos")
     print(f"plot: {root / 'success_curves.png'}")
 
     def mean_steps(method: str) -> tuple[float, bool]:
