@@ -37,6 +37,9 @@ HEADS = ("diffusion", "flow", "tokens")
 # finetune_metaworld sets the diffusion head's ft_steps; flow and token heads have no such option.
 HEAD_OVERRIDES = {"diffusion": [], "flow": ["~init_head_options.ft_steps"],
                   "tokens": ["~init_head_options.ft_steps"]}
+# BC of the starting point: lr 1e-4, batch 256 for diffusion and flow (every run in docs/finetuning.md). The token
+# head learned nothing on push that way (0%, seed 0), so it gets bc_metaworld.py's settings for it.
+HEAD_BC = {"diffusion": [], "flow": [], "tokens": ["algo.learning_rate=1e-3", "algo.batch_size=64"]}
 
 
 def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int,
@@ -53,7 +56,7 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
                              "suboptimal_frac=0.2", "stop_on_success=false", f"seed={seed}", "overwrite=true"])
     dataset = Path(instantiate(dcfg.recorder))
     bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", f"policy={head}", f"seed={seed}",
-                                        f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100",
+                                        f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100", *HEAD_BC[head],
                                         "algo.eval_every=0", f"eval_episodes={eval_episodes}", "logger=none",
                                         f"runs_dir={root}", f"name=bc-{seed}"]), show_progress=False)
     return dataset, bc.checkpoint, float(bc.eval_summary["success_rate"]) if bc.eval_summary else float("nan")
