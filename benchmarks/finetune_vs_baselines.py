@@ -34,12 +34,21 @@ METHODS = {
     "naive": ["algo=ppo", "env.num_envs=8", "algo.n_steps=50"],
 }
 HEADS = ("diffusion", "flow", "tokens")
-# finetune_metaworld sets the diffusion head's ft_steps; flow and token heads have no such option.
-HEAD_OVERRIDES = {"diffusion": [], "flow": ["~init_head_options.ft_steps"],
-                  "tokens": ["~init_head_options.ft_steps"]}
-# BC of the starting point: lr 1e-4, batch 256 for diffusion and flow (every run in docs/finetuning.md). The token
-# head learned nothing on push that way (0%, seed 0), so it gets bc_metaworld.py's settings for it.
-HEAD_BC = {"diffusion": [], "flow": [], "tokens": ["algo.learning_rate=1e-3", "algo.batch_size=64"]}
+
+
+def head_overrides(head: str) -> list[str]:
+    """finetune_metaworld sets the diffusion head's ft_steps; flow and token heads have no such option."""
+    return [] if head == "diffusion" else ["~init_head_options.ft_steps"]
+
+
+def head_bc(head: str) -> list[str]:
+    """BC of the starting point: lr 1e-4, batch 256 for diffusion and flow (every run in docs/finetuning.md). The
+    token head learned nothing on push that way (0%, seed 0), so it gets the heads benchmark's settings."""
+    if head != "tokens":
+        return []
+    from bc_metaworld import HEAD_BATCH, HEAD_LR  # the script's folder is on sys.path
+
+    return [f"algo.learning_rate={HEAD_LR[head]}", f"algo.batch_size={HEAD_BATCH[head]}"]
 
 
 def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int,
@@ -56,7 +65,8 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
                              "suboptimal_frac=0.2", "stop_on_success=false", f"seed={seed}", "overwrite=true"])
     dataset = Path(instantiate(dcfg.recorder))
     bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", f"policy={head}", f"seed={seed}",
-                                        f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100", *HEAD_BC[head],
+                                        f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100",
+                                        *head_bc(head),
                                         "algo.eval_every=0", f"eval_episodes={eval_episodes}", "logger=none",
                                         f"runs_dir={root}", f"name=bc-{seed}"]), show_progress=False)
     return dataset, bc.checkpoint, float(bc.eval_summary["success_rate"]) if bc.eval_summary else float("nan")
@@ -67,7 +77,7 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     from robopolicy.train_run import run_training
 
     cfg = compose("train", [f"env={task}", "env.chunk=4", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
-                            *METHODS[method], *(HEAD_OVERRIDES[args.head] if method == "ours" else []),
+                            *METHODS[method], *(head_overrides(args.head) if method == "ours" else []),
                             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
                             "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
@@ -159,8 +169,8 @@ def main() -> None:
         steps = [r["steps_to_threshold"] or args.steps for r in rs]
         return sum(steps) / max(1, len(steps)), all(r["steps_to_threshold"] for r in rs)
 
-    summary: dict = {"task": args.task, "head": args.head, "seeds": args.seeds, "threshold": args.threshold, "budget": args.steps,
-                     "bc_success": [starts[s] for s in args.seeds]}
+    summary: dict = {"task": args.task, "head": args.head, "seeds": args.seeds, "threshold": args.threshold,
+                     "budget": args.steps, "bc_success": [starts[s] for s in args.seeds]}
     for method in args.methods:
         steps, all_reached = mean_steps(method)
         summary[f"{method}_steps_to_threshold"] = steps if all_reached else None

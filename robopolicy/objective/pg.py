@@ -12,6 +12,8 @@ whose mask is 1 only: steps whose executed action is not their stored sample con
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -26,14 +28,21 @@ class PPOClipTerm(ObjectiveTerm):
         super().__init__()
         self.clip_coef, self.normalize_advantage = clip_coef, normalize_advantage
         self.clip_coef_first, self.clip_schedule_rate = clip_coef_first, clip_schedule_rate
+        self._schedules: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}  # built once, not per minibatch
 
-    def clip_per_decision(self, s: int) -> float | Tensor:
-        """Clip epsilon for each of S decisions: a float, or (S,) rising from clip_coef_first to clip_coef."""
+    def clip_per_decision(self, s: int, like: Tensor | None = None) -> float | Tensor:
+        """Clip epsilon for each of S decisions: a float, or (S,) rising from clip_coef_first to clip_coef
+        (with ``like``'s dtype and device)."""
         if self.clip_coef_first is None or s == 1:
             return self.clip_coef
-        u = torch.linspace(0.0, 1.0, s)
-        rise = torch.expm1(self.clip_schedule_rate * u) / torch.expm1(torch.tensor(self.clip_schedule_rate))
-        return self.clip_coef_first + (self.clip_coef - self.clip_coef_first) * rise
+        dtype, device = (like.dtype, like.device) if like is not None else (torch.float32, torch.device("cpu"))
+        key = (s, dtype, device)
+        if key not in self._schedules:
+            u = torch.linspace(0.0, 1.0, s, dtype=torch.float64)
+            rise = torch.expm1(self.clip_schedule_rate * u) / math.expm1(self.clip_schedule_rate)
+            eps = self.clip_coef_first + (self.clip_coef - self.clip_coef_first) * rise
+            self._schedules[key] = eps.to(dtype=dtype, device=device)
+        return self._schedules[key]
 
     def forward(self, cache: ForwardCache) -> tuple[Tensor, dict[str, Tensor]]:
         mb = cache.mb
@@ -52,9 +61,7 @@ class PPOClipTerm(ObjectiveTerm):
         # bound (or equals r: a tie) and passes no gradient that the unclipped branch would not: picking the branch
         # with ``where`` gives the same values and gradients as min/clamp, with fewer autograd nodes.
         loss = ratio * neg_adv
-        eps = self.clip_per_decision(ratio.shape[-1])
-        if isinstance(eps, Tensor):
-            eps = eps.to(ratio)
+        eps = self.clip_per_decision(ratio.shape[-1], ratio)
         with torch.no_grad():
             clipped = torch.clamp(ratio, 1 - eps, 1 + eps) * neg_adv
         loss = torch.where(loss >= clipped, loss, clipped)
