@@ -41,18 +41,17 @@ def head_overrides(head: str) -> list[str]:
     return [] if head == "diffusion" else ["~init_head_options.ft_steps"]
 
 
-def head_bc(head: str) -> list[str]:
-    """BC of the starting point: lr 1e-4, batch 256 for diffusion and flow (every run in docs/finetuning.md). The
-    token head learned nothing on push that way (0%, seed 0), so it gets the heads benchmark's settings."""
-    if head != "tokens":
-        return []
+def head_bc(head: str, lr: float | None = None) -> list[str]:
+    """BC of the starting point: the heads benchmark's settings (bc_metaworld: lr 1e-3, token batch 64), the BC
+    the issue names. ``lr`` overrides the rate; the push runs of sessions 11-12 used 1e-4 (docs/finetuning.md)."""
     from bc_metaworld import HEAD_BATCH, HEAD_LR  # the script's folder is on sys.path
 
-    return [f"algo.learning_rate={HEAD_LR[head]}", f"algo.batch_size={HEAD_BATCH[head]}"]
+    batch = [f"algo.batch_size={HEAD_BATCH[head]}"] if head in HEAD_BATCH else []
+    return [f"algo.learning_rate={lr if lr is not None else HEAD_LR[head]}", *batch]
 
 
 def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int,
-            head: str = "diffusion") -> tuple[Path, Path, float]:
+            head: str = "diffusion", bc_lr: float | None = None) -> tuple[Path, Path, float]:
     """Noisy whole-episode demos and a BC policy with ``head``: (dataset, bc checkpoint, BC success)."""
     from hydra.utils import instantiate
 
@@ -66,7 +65,7 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
     dataset = Path(instantiate(dcfg.recorder))
     bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", f"policy={head}", f"seed={seed}",
                                         f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100",
-                                        *head_bc(head),
+                                        *head_bc(head, bc_lr),
                                         "algo.eval_every=0", f"eval_episodes={eval_episodes}", "logger=none",
                                         f"runs_dir={root}", f"name=bc-{seed}"]), show_progress=False)
     return dataset, bc.checkpoint, float(bc.eval_summary["success_rate"]) if bc.eval_summary else float("nan")
@@ -125,6 +124,8 @@ def main() -> None:
     parser.add_argument("--task", default="metaworld_reach")
     parser.add_argument("--head", default="diffusion", choices=HEADS, help="action head of the BC policy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--bc-lr", type=float, default=None,
+                        help="BC learning rate of the starting point (default: bc_metaworld's, 1e-3)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--eval-every", type=int, default=16_000)
@@ -152,7 +153,8 @@ def main() -> None:
     root = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     results, starts = [], {}
     for seed in args.seeds:
-        dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head)
+        dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head,
+                                                     args.bc_lr)
         print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
         for method in args.methods:
             r = finetune(method, args.task, seed, root, dataset, bc, args)

@@ -46,18 +46,37 @@ def test_deterministic_sample_is_argmax_of_exposed_logits():
 
 def test_log_prob_matches_sample_and_categorical():
     torch.manual_seed(2)
-    head = make_head(temperature=1.7)  # temperature changes sampling only, not the recorded density
+    head = make_head(temperature=1.7)  # the acting policy is softmax(logits / 1.7): sampled, scored and entropy
     feat = torch.randn(B, F_DIM)
     with torch.no_grad():
         s = head.sample(feat)
         logp = head.log_prob(feat, s.trace)
-        ref = Categorical(logits=head.logits(feat, s.trace)).log_prob(s.trace)
-        ent_ref = Categorical(logits=head.logits(feat, s.trace)).entropy()
+        ref = Categorical(logits=head.logits(feat, s.trace) / 1.7).log_prob(s.trace)
+        ent_ref = Categorical(logits=head.logits(feat, s.trace) / 1.7).entropy()
         lp2, ent = head.log_prob_and_entropy(feat, s.trace)
     assert torch.allclose(logp, s.logp, atol=1e-5)
     assert torch.allclose(logp, ref, atol=1e-5)
     assert torch.allclose(lp2, logp, atol=1e-6) and torch.allclose(ent, ent_ref, atol=1e-5)
     assert torch.allclose(head.entropy(feat, s.trace), ent_ref, atol=1e-5)
+
+
+def test_temperature_sharpens_the_acting_policy_but_not_the_bc_fit():
+    torch.manual_seed(21)
+    warm = make_head()
+    cold = copy.deepcopy(warm)
+    cold.config.temperature = 0.01
+    feat, actions = torch.randn(B, F_DIM), torch.rand(B, H, A) * 2 - 1
+    with torch.no_grad():
+        greedy = warm.sample(feat, deterministic=True).trace
+        assert torch.equal(cold.sample(feat, deterministic=True).trace, greedy)  # argmax is unchanged
+        # At T = 0.01 almost every sampled token is its prefix's argmax; at T = 1 (8 bins, untrained) most are not.
+        def argmax_share(head: TokenHead) -> float:
+            trace = head.sample(feat.repeat(40, 1)).trace
+            return float((trace == head.logits(feat.repeat(40, 1), trace).argmax(-1)).float().mean())
+
+        cold_match, warm_match = argmax_share(cold), argmax_share(warm)
+        assert cold_match > 0.9 and warm_match < 0.5
+        assert torch.equal(cold.imitation_loss(feat, actions), warm.imitation_loss(feat, actions))
 
 
 def test_log_prob_is_differentiable():

@@ -46,7 +46,9 @@ class TokenHeadConfig:
     dropout: float = 0.0
     """Dropout inside the transformer layers (keep 0 for RL: log_prob must match sample's logp)."""
     temperature: float = 1.0
-    """Softmax temperature used when sampling only; logp is always that of the temperature-1 policy."""
+    """The policy's softmax temperature: sampling, log_prob, entropy and divergence all use softmax(logits / T),
+    so PPO's ratios are those of the policy that acted. BC's cross-entropy fits the T = 1 logits to the data;
+    T < 1 then sharpens that fit for rollouts (fewer off-mode tokens), as a lower exploration std does."""
     label_std: float = 0.0
     """BC targets: 0 = one-hot tokens; > 0 = a Gaussian of this std (in uniform bin widths, 2 / num_bins)
     around the continuous action, integrated over each bin (HL-Gauss), so neighbouring bins share
@@ -167,29 +169,31 @@ class TokenHead(ActionHead):
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
         """Decode S tokens one at a time; trace (B, S) int64, logp (B, S), actions = bin centers (B, H, A).
 
-        Stochastic tokens are drawn from softmax(logits / temperature) (argmax when deterministic),
-        but logp records log softmax(logits) at temperature 1: the density that ``log_prob``
-        recomputes and that PPO ratios and KLs use. With temperature != 1 the behaviour policy
-        differs from that density, which PPO's clipping absorbs only for temperatures near 1.
+        Stochastic tokens are drawn from softmax(logits / temperature) (argmax when deterministic), and
+        logp is the log of that same distribution: the density that ``log_prob`` recomputes.
         Cost: S forward passes over growing prefixes (no KV cache; fine for S <= ~32).
         """
         b = feat.shape[0]
         tokens = torch.zeros(b, 0, dtype=torch.int64, device=feat.device)
         logps = []
         for _ in range(self.num_decisions):
-            logits = self._decode(feat, tokens)[:, -1]  # (B, num_bins) for the next token
+            logits = self._decode(feat, tokens)[:, -1] / self.config.temperature  # (B, num_bins), next token
             logp_all = F.log_softmax(logits, dim=-1)
             if deterministic:
                 tok = logits.argmax(dim=-1)
             else:
-                tok = torch.multinomial(F.softmax(logits / self.config.temperature, dim=-1), 1).squeeze(-1)
+                tok = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
             logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
             tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=1)
         return ActionSample(actions=self.detokenize(tokens), trace=tokens, logp=torch.stack(logps, dim=1))
 
+    def policy_logits(self, feat: Tensor, trace: Tensor) -> Tensor:
+        """The acting policy's logits (B, S, num_bins): the teacher-forced logits over the temperature."""
+        return self.logits(feat, trace) / self.config.temperature
+
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Exact log p(tok_s | tok_{<s}, feat) for every token, (B, S), from one teacher-forced pass."""
-        logp_all = F.log_softmax(self.logits(feat, trace), dim=-1)
+        logp_all = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
         return logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
@@ -198,7 +202,7 @@ class TokenHead(ActionHead):
 
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
         """Both (B, S) from one pass: H_s = -sum_k p_k log p_k over the vocabulary."""
-        logp_all = F.log_softmax(self.logits(feat, trace), dim=-1)
+        logp_all = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         return logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1), entropy
 
@@ -243,8 +247,8 @@ class TokenHead(ActionHead):
         if not torch.allclose(self.bin_edges, teacher_head.bin_edges.to(self.bin_edges)):
             raise ValueError("TokenHead.divergence: teacher bin_edges differ from the student's: the same token id "
                              "would mean different actions")
-        lp = F.log_softmax(self.logits(feat, trace), dim=-1)
-        lq = F.log_softmax(teacher_head.logits(teacher_feat, trace), dim=-1)
+        lp = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
+        lq = F.log_softmax(teacher_head.policy_logits(teacher_feat, trace), dim=-1)
         if kind == "reverse_kl":
             return (lp.exp() * (lp - lq)).sum(-1)
         if kind == "forward_kl":
