@@ -154,7 +154,7 @@ def main() -> None:
     results, starts = [], {}
     for seed in args.seeds:
         dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head,
-                                                     args.bc_lr)
+                                            args.bc_lr)
         print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
         for method in args.methods:
             r = finetune(method, args.task, seed, root, dataset, bc, args)
