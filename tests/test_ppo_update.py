@@ -74,3 +74,38 @@ def test_kl_early_stop_cuts_epochs():
 def test_invalid_hyperparameters_are_named(key, value):
     with pytest.raises(ValueError, match=rf"algo.{key}: invalid value {value}"):
         PPOConfig(**{key: value})
+
+
+def diffusion_build(**overrides):
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(state_dim=3, action_dim=2, encoder=EncoderConfig([16], "tanh"), head="diffusion",
+                                 head_options={"num_inference_steps": 4, "ft_steps": 2, "min_std": 0.2,
+                                               "hidden_sizes": [16]}))
+    critic = ValueCritic(3, CriticConfig(hidden_sizes=[16]))
+    return policy, critic, PPO(policy, critic, PPOConfig(n_steps=16, batch_size=16, n_epochs=1, **overrides), num_envs=4)
+
+
+def test_min_std_anneals_between_rollouts_and_resumes():
+    policy, critic, ppo = diffusion_build(min_std_final=0.1)
+    metrics = ppo.update(synthetic_rollout(policy), progress=0.5)
+    assert metrics["ppo/min_std"] == pytest.approx(0.15)
+    # DDIM (eta 0) has no posterior noise, so every step's std is the floor; the saved config follows it.
+    assert torch.allclose(policy.head.step_std, torch.full((4,), 0.15))
+    assert policy.config.head_options["min_std"] == pytest.approx(0.15)
+    # The next rollout is scored under the floor it acted with: its first minibatch has ratio 1.
+    batch = ppo.prepare(synthetic_rollout(policy))
+    _, first = PPOClipTerm(0.2)(ForwardCache(policy, critic, batch))
+    assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    # A resumed run rebuilds the head at its initial floor; the algorithm state restores the schedule.
+    state = ppo.state_dict()
+    policy2, _, ppo2 = diffusion_build(min_std_final=0.1)
+    ppo2.load_state_dict(state)
+    assert policy2.head.config.min_std == pytest.approx(0.15)
+    assert ppo2.update(synthetic_rollout(policy2), progress=1.0)["ppo/min_std"] == pytest.approx(0.1)
+
+
+def test_min_std_final_needs_a_head_with_a_floor():
+    with pytest.raises(ValueError, match="algo.min_std_final: GaussianHead has no exploration floor"):
+        build(min_std_final=0.1)
+    with pytest.raises(ValueError, match="algo.min_std_final: invalid value 0.0"):
+        PPOConfig(min_std_final=0.0)

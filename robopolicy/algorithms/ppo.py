@@ -76,6 +76,10 @@ class PPOConfig:
     """Curvature of that rise (DPPO: 3); larger keeps more decisions near clip_coef_first."""
     clip_vf: float | None = None
     """Value clipping around the old value; None: unclipped."""
+    min_std_final: float | None = None
+    """Anneal a diffusion head's exploration floor (min_std) linearly from its value at the start to this at
+    the end of the run; set after each update, so every rollout is scored under the floor it acted with.
+    None: fixed."""
     ent_coef: float = 0.0
     """Weight of the entropy bonus."""
     vf_coef: float = 0.5
@@ -154,6 +158,7 @@ class PPOConfig:
             "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
             "clip_coef_first": self.clip_coef_first is None or 0 < self.clip_coef_first <= self.clip_coef,
             "clip_schedule_rate": self.clip_schedule_rate > 0,
+            "min_std_final": self.min_std_final is None or self.min_std_final > 0,
             "max_grad_norm": self.max_grad_norm > 0, "target_kl": self.target_kl is None or self.target_kl > 0,
             "critic_warmup_updates": self.critic_warmup_updates >= 0,
             "actor_lr_warmup_updates": self.actor_lr_warmup_updates >= 0,
@@ -231,6 +236,12 @@ class PPO:
         self.return_normalizer = ReturnNormalizer(num_envs, config.gamma) if config.normalize_reward else None
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.num_updates = 0
+        self.min_std_start: float | None = None
+        if config.min_std_final is not None:
+            if not hasattr(policy.head, "set_min_std"):
+                raise ValueError(f"algo.min_std_final: {type(policy.head).__name__} has no exploration floor to "
+                                 "anneal (the diffusion head has one)")
+            self.min_std_start = float(policy.head.config.min_std)
 
     @torch.no_grad()
     def prepare(self, rollout: Rollout) -> MiniBatch:
@@ -289,6 +300,8 @@ class PPO:
         if "bc" in self.objective.weights:
             self.objective.weights["bc"] = cfg.bc_coef * cfg.bc_decay**self.num_updates
         out = {k: float(torch.stack([h[k] for h in history]).mean()) for k in (history[0] if history else {})}
+        if self.min_std_start is not None:  # the next rollout acts with the new floor
+            out["ppo/min_std"] = self._set_min_std(progress)
         with torch.no_grad():
             out["value/explained_variance"] = explained_variance(self.critic(batch.norm_obs), batch.returns)
         out.update(
@@ -303,8 +316,17 @@ class PPO:
         )
         return out
 
+    def _set_min_std(self, progress: float) -> float:
+        start, final = self.min_std_start, self.config.min_std_final
+        value = start + (final - start) * min(max(progress, 0.0), 1.0)
+        self.policy.head.set_min_std(value)
+        self.policy.config.head_options["min_std"] = value  # checkpoints carry the floor the policy acts with
+        return value
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates}
+        if self.min_std_start is not None:
+            state["min_std"] = {"start": self.min_std_start, "now": float(self.policy.head.config.min_std)}
         if self.return_normalizer is not None:
             state["return_normalizer"] = self.return_normalizer.state_dict()
         return state
@@ -312,6 +334,10 @@ class PPO:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.num_updates = int(state["num_updates"])
+        if self.min_std_start is not None and "min_std" in state:  # a resumed run continues the schedule
+            self.min_std_start = state["min_std"]["start"]
+            self.policy.head.set_min_std(state["min_std"]["now"])
+            self.policy.config.head_options["min_std"] = state["min_std"]["now"]
         if self.return_normalizer is not None and "return_normalizer" in state:
             self.return_normalizer.load_state_dict(state["return_normalizer"])
 

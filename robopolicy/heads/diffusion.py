@@ -155,6 +155,13 @@ class DiffusionHead(ActionHead):
         self.register_buffer("sigma_eta", sigma_eta, persistent=False)
         self.register_buffer("step_std", sigma_eta.clamp(min=cfg.min_std), persistent=False)  # (K,)
 
+    def set_min_std(self, min_std: float) -> None:
+        """Move the exploration floor (PPO's ``algo.min_std_final`` anneals it between rollouts)."""
+        if min_std <= 0:
+            raise ValueError(f"DiffusionHead.set_min_std: min_std={min_std} must be > 0 for finite log-probs")
+        self.config.min_std = min_std
+        self.step_std.copy_(self.sigma_eta.clamp(min=min_std))
+
     # ----- one denoising transition ---------------------------------------------------------------------------------
 
     def _means(self, feat: Tensor, x: Tensor, idx: Tensor) -> Tensor:
