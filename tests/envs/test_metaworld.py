@@ -55,3 +55,19 @@ def test_camera_images_and_corner_turned_upright():
         raw = r.render()
     np.testing.assert_array_equal(obs["observation.images.corner"].transpose(1, 2, 0), raw[::-1, ::-1])
     env.close()
+
+
+def test_success_bonus_is_added_on_successful_steps_only():
+    expert = mw.scripted_expert("reach-v3")
+    rewards = {}
+    for bonus in (0.0, 5.0):
+        env = gym.make("robopolicy/MetaWorld-reach-v3", success_bonus=bonus)
+        obs, _ = env.reset(seed=3)
+        rewards[bonus], successes = [], []
+        for _ in range(60):
+            obs, reward, _, _, info = env.step(expert.get_action(obs))
+            rewards[bonus].append(reward)
+            successes.append(info["success"])
+        env.close()
+    assert 0 < sum(successes) < 60  # the expert reaches the goal within the 60 steps, not at once
+    np.testing.assert_allclose(np.array(rewards[5.0]) - np.array(rewards[0.0]), 5.0 * np.array(successes, float))
