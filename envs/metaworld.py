@@ -29,11 +29,13 @@ from typing import Any, ClassVar, Protocol
 import gymnasium as gym
 import metaworld
 import metaworld.env_dict
+import metaworld.wrappers
 import mujoco
 import numpy as np
 from gymnasium.spaces import Box, Dict, Text
 
 from envs.gym_vec import TorchVecEnv, make_gym_vec_env
+from envs.reset_curriculum import FailurePrioritizedSampler
 
 ENV_NAME = "robopolicy/MetaWorld-v3"
 ENV_ID = f"envs.metaworld:{ENV_NAME}"
@@ -129,6 +131,41 @@ class _SuccessBonus(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, float(reward) + self.bonus * float(info.get("success", 0.0)), terminated, truncated, info
 
 
+class _ResetCurriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Pick each episode's MT1 configuration (one of 50) with a ``FailurePrioritizedSampler`` instead of Meta-World's
+    uniform draw; ``info["reset_config"]`` names it. Wraps ``_SeededTaskReset``, so ``reset(seed)`` stays
+    reproducible: the draw comes from the freshly seeded Meta-World RNG."""
+
+    def __init__(self, env: gym.Env, weight: float) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, weight=weight)
+        gym.Wrapper.__init__(self, env)
+        selector = env
+        while not isinstance(selector, metaworld.wrappers.RandomTaskSelectWrapper):
+            if not isinstance(selector, gym.Wrapper):
+                raise TypeError("reset_curriculum: no Meta-World task selector under this env")
+            selector = selector.env
+        selector.toggle_sample_tasks_on_reset(False)  # we choose the configuration
+        self.configs = selector.tasks
+        self.sampler = FailurePrioritizedSampler(len(self.configs), weight)
+        self._config, self._steps, self._succeeded = -1, 0, False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self._config >= 0 and self._steps > 0:  # the episode that just ended, whatever ended it
+            self.sampler.update(self._config, self._succeeded)
+        if seed is not None:
+            self.unwrapped.seed(seed)
+        self._config, self._steps, self._succeeded = self.sampler.draw(self.unwrapped.np_random), 0, False
+        self.unwrapped.set_task(self.configs[self._config])
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs, {**info, "reset_config": self._config}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._steps += 1
+        self._succeeded |= bool(info.get("success", 0.0))
+        return obs, reward, terminated, truncated, info
+
+
 class _Float32State(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """float32 observations in an unbounded Box: Meta-World's own bounds are tighter than what it returns
     (its reset obs fails ``observation_space.contains``), so a space checker would reject a correct env."""
@@ -187,13 +224,18 @@ def _make_mt1(
     cameras: tuple[str, ...] | list[str] = (),
     image_size: int = 84,
     success_bonus: float = 0.0,
+    reset_curriculum: float = 0.0,
 ) -> gym.Env:
     """Entry point of ``robopolicy/MetaWorld-v3`` and ``robopolicy/MetaWorld-<task>``: one MT1 task env (Meta-World's
     inner time limit is 500). With ``cameras`` the observation is a Dict with images; ``success_bonus`` is added
-    to the reward of every successful step."""
+    to the reward of every successful step; ``reset_curriculum`` (a weight in [0, 1], a training-only option:
+    ``env.train_kwargs``) draws the configurations the env's episodes failed more often."""
     _check_task(task)
     env = gym.make("Meta-World/MT1", env_name=task, seed=task_seed, render_mode=render_mode, disable_env_checker=True)
-    env = _Float32State(_SeededTaskReset(env))
+    env = _SeededTaskReset(env)
+    if reset_curriculum:
+        env = _ResetCurriculum(env, reset_curriculum)
+    env = _Float32State(env)
     if success_bonus:
         env = _SuccessBonus(env, success_bonus)
     if cameras:

@@ -35,6 +35,8 @@ class EnvConfig:
     """Override the env's time limit; None keeps the registered one."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gymnasium.make."""
+    train_kwargs: dict[str, Any] = field(default_factory=dict)
+    """More kwargs for the training env only (e.g. Meta-World's reset_curriculum); evaluation drops them."""
     seed: int = 0
     """Env seed (the run's seed is added to it)."""
     render_mode: str | None = None

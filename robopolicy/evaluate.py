@@ -55,6 +55,17 @@ def seeded_noise(seed: int, device: torch.device | None = None) -> Iterator[None
         yield
 
 
+def env_config(env_cfg: DictConfig | dict, training: bool) -> DictConfig:
+    """The env node to instantiate. ``train_kwargs`` holds env kwargs for the training env only (a reset
+    curriculum reshapes the task's distribution): merged into ``kwargs`` when ``training``, dropped otherwise, so
+    evaluation always scores the task's own distribution."""
+    cfg = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
+    extra = cfg.pop("train_kwargs", None)
+    if training and extra:
+        cfg.kwargs = OmegaConf.merge(cfg.get("kwargs") or {}, extra)
+    return cfg
+
+
 def eval_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The metrics.jsonl entries of an evaluation summary."""
     out = {"eval/return": summary["return_mean"]}
@@ -95,7 +106,7 @@ def evaluate(
         os.environ.setdefault("MUJOCO_GL", "egl")
     n_envs = min(episodes, max_envs)
     per_env = math.ceil(episodes / n_envs)
-    env_cfg = OmegaConf.create(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
+    env_cfg = env_config(env_cfg, training=False)
     env_cfg.num_envs, env_cfg.vectorization, env_cfg.seed = n_envs, "sync", seed
     env_cfg.render_mode = "rgb_array" if video_path is not None else None
     if execution not in EXECUTIONS:

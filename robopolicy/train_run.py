@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
-from robopolicy.evaluate import eval_metrics, evaluate
+from robopolicy.evaluate import env_config, eval_metrics, evaluate
 from robopolicy.group_rollouts import GroupRollouts
 from robopolicy.offline_critic import discounted_returns, pretrain_critic
 from robopolicy.offline_improve import improve_offline
@@ -143,7 +143,9 @@ def initial_policy(cfg: DictConfig, env: Any, resume_ckpt: Path | None = None) -
 
 
 def build_env(env_cfg: DictConfig) -> Any:
-    """Instantiate the env node; a failure becomes a ConfigError that names the env and why."""
+    """Instantiate the training env node (with its ``train_kwargs``); a failure becomes a ConfigError that names the
+    env and why."""
+    env_cfg = env_config(env_cfg, training=True)
     try:
         return instantiate(env_cfg)
     except Exception as err:  # Hydra wraps the factory's error; keep its message, drop the noise

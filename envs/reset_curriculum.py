@@ -1,0 +1,51 @@
+"""A curriculum over a task's finite set of reset configurations: draw more often the ones the policy fails.
+
+Meta-World's MT1 draws each episode's goal/object configuration from 50 fixed ones. A policy that succeeds on 49
+and fails one fails 2-3 episodes of a 30-episode evaluation, yet meets that configuration in ~1 training episode
+of 50, so PPO rarely sees the failure (docs/finetuning.md, "Reach, the third task"). Prioritized level replay
+(Jiang et al., 2021) fixes this by replaying the levels with the highest learning signal; here the score is the
+failure rate, tracked per configuration as an exponential moving average of episode success:
+
+    p_i = (1 - weight) / n + weight * f_i / sum_j f_j,      f_i = 1 - success_ema_i
+
+The uniform share keeps every configuration visited (so an estimate cannot freeze) and bounds how far training
+drifts from the task's own distribution; ``weight`` 0 is plain uniform sampling. Evaluation must stay uniform:
+configs pass it as ``env.train_kwargs`` (the training env only, see ``robopolicy.evaluate.env_config``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class FailurePrioritizedSampler:
+    """Draw one of ``n`` reset configurations with probability rising with its recent failure rate.
+
+    Each env process keeps its own sampler and learns from its own episodes; the estimates start at ``prior``
+    success and are not checkpointed (a resumed run re-learns them within a few visits per configuration)."""
+
+    def __init__(self, n: int, weight: float, ema: float = 0.3, prior: float = 0.5) -> None:
+        if n < 1:
+            raise ValueError(f"reset_curriculum: needs at least one reset configuration, got {n}")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"reset_curriculum: weight must be in [0, 1], got {weight}")
+        if not 0.0 < ema <= 1.0:
+            raise ValueError(f"reset_curriculum: ema must be in (0, 1], got {ema}")
+        self.weight, self.ema = float(weight), float(ema)
+        self.success = np.full(n, float(prior))
+        self.visits = np.zeros(n, np.int64)
+
+    def probabilities(self) -> np.ndarray:
+        n = len(self.success)
+        fail = 1.0 - self.success
+        total = fail.sum()
+        prioritized = fail / total if total > 0 else np.full(n, 1.0 / n)
+        return (1.0 - self.weight) / n + self.weight * prioritized
+
+    def draw(self, rng: np.random.Generator) -> int:
+        return int(rng.choice(len(self.success), p=self.probabilities()))
+
+    def update(self, config: int, success: bool) -> None:
+        """Fold one finished episode of ``config`` into its estimate."""
+        self.success[config] += self.ema * (float(success) - self.success[config])
+        self.visits[config] += 1

@@ -1,0 +1,107 @@
+"""The reset curriculum: failed configurations are drawn more often, evaluation never sees the curriculum."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import metaworld.wrappers
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import envs.metaworld as mw
+from envs.reset_curriculum import FailurePrioritizedSampler
+from robopolicy.evaluate import env_config
+
+
+def test_weight_zero_is_uniform_and_failures_raise_a_configs_share():
+    uniform = FailurePrioritizedSampler(50, weight=0.0)
+    for _ in range(5):
+        uniform.update(7, False)
+    np.testing.assert_allclose(uniform.probabilities(), np.full(50, 1 / 50))
+
+    s = FailurePrioritizedSampler(50, weight=0.5)
+    for i in range(50):
+        for _ in range(20):
+            s.update(i, i != 7)  # config 7 always fails, the rest always succeed
+    p = s.probabilities()
+    assert p.sum() == pytest.approx(1.0)
+    assert p[7] > 0.45  # nearly the whole prioritized half
+    assert p.min() == pytest.approx(0.5 / 50, rel=0.05)  # the uniform half keeps every configuration visited
+    draws = np.bincount([s.draw(np.random.default_rng(i)) for i in range(400)], minlength=50)
+    assert draws[7] > 150
+
+
+def test_all_succeeding_falls_back_to_uniform():
+    s = FailurePrioritizedSampler(4, weight=1.0, ema=1.0)
+    for i in range(4):
+        s.update(i, True)
+    np.testing.assert_allclose(s.probabilities(), np.full(4, 0.25))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n": 0, "weight": 0.5}, "reset_curriculum: needs at least one reset configuration, got 0"),
+    ({"n": 5, "weight": 1.5}, "reset_curriculum: weight must be in [0, 1], got 1.5"),
+    ({"n": 5, "weight": 0.5, "ema": 0.0}, "reset_curriculum: ema must be in (0, 1], got 0.0"),
+])
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        FailurePrioritizedSampler(**kwargs)
+    assert str(err.value) == message
+
+
+def _curriculum(env: gym.Env) -> mw._ResetCurriculum:
+    while not isinstance(env, mw._ResetCurriculum):
+        env = env.env
+    return env
+
+
+def test_metaworld_env_draws_the_failed_configuration_and_records_outcomes():
+    env = gym.make("robopolicy/MetaWorld-reach-v3", reset_curriculum=1.0, max_episode_steps=100)
+    cur = _curriculum(env)
+    cur.sampler.success[:] = 1.0
+    cur.sampler.success[7] = 0.0  # with weight 1 every draw is configuration 7
+    obs, info = env.reset(seed=0)
+    assert info["reset_config"] == 7
+    # The goal is configuration 7's: a plain env set to it by hand shows the same goal.
+    plain = gym.make("robopolicy/MetaWorld-reach-v3")
+    selector = plain
+    while not isinstance(selector, metaworld.wrappers.RandomTaskSelectWrapper):
+        selector = selector.env
+    selector.toggle_sample_tasks_on_reset(False)
+    plain.unwrapped.set_task(cur.configs[7])
+    plain_obs, _ = plain.reset(seed=1)
+    np.testing.assert_allclose(obs[-3:], plain_obs[-3:])
+    plain.close()
+
+    for _ in range(100):  # standing still fails reach
+        obs, _, terminated, truncated, _ = env.step(np.zeros(4, np.float32))
+    assert truncated
+    env.reset()  # the ended episode is folded in at the next reset
+    assert cur.sampler.visits[7] == 1 and cur.sampler.success[7] == 0.0
+
+    expert, config = mw.scripted_expert("reach-v3"), 7
+    cur.sampler.success[:] = 1.0
+    cur.sampler.success[config] = 0.0
+    obs, info = env.reset(seed=2)
+    for _ in range(100):
+        obs, *_ = env.step(expert.get_action(obs))
+    env.reset()
+    assert cur.sampler.visits[config] == 2 and cur.sampler.success[config] == pytest.approx(cur.sampler.ema)
+    env.close()
+
+
+def test_reset_seed_reproduces_the_draw():
+    configs = []
+    for _ in range(2):
+        env = gym.make("robopolicy/MetaWorld-reach-v3", reset_curriculum=0.5)
+        configs.append([env.reset(seed=s)[1]["reset_config"] for s in range(6)])
+        env.close()
+    assert configs[0] == configs[1] and len(set(configs[0])) > 1
+
+
+def test_train_kwargs_reach_the_training_env_only():
+    node = OmegaConf.create({"id": "x", "kwargs": {"task": "reach-v3"}, "train_kwargs": {"reset_curriculum": 0.5}})
+    assert OmegaConf.to_container(env_config(node, training=True)) == {
+        "id": "x", "kwargs": {"task": "reach-v3", "reset_curriculum": 0.5}}
+    assert OmegaConf.to_container(env_config(node, training=False)) == {"id": "x", "kwargs": {"task": "reach-v3"}}
+    assert "train_kwargs" not in env_config({"id": "x", "train_kwargs": {}}, training=True)
