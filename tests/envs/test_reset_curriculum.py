@@ -74,7 +74,7 @@ def test_metaworld_env_draws_the_failed_configuration_and_records_outcomes():
     plain.close()
 
     for _ in range(100):  # standing still fails reach
-        obs, _, terminated, truncated, _ = env.step(np.zeros(4, np.float32))
+        obs, _, _, truncated, _ = env.step(np.zeros(4, np.float32))
     assert truncated
     env.reset()  # the ended episode is folded in at the next reset
     assert cur.sampler.visits[7] == 1 and cur.sampler.success[7] == 0.0
