@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import metaworld.wrappers
 import numpy as np
@@ -105,3 +107,20 @@ def test_train_kwargs_reach_the_training_env_only():
         "id": "x", "kwargs": {"task": "reach-v3", "reset_curriculum": 0.5}}
     assert OmegaConf.to_container(env_config(node, training=False)) == {"id": "x", "kwargs": {"task": "reach-v3"}}
     assert "train_kwargs" not in env_config({"id": "x", "train_kwargs": {}}, training=True)
+
+
+def test_the_training_env_gets_the_curriculum_and_evaluation_does_not():
+    from hydra.utils import instantiate
+
+    from robopolicy.train_run import build_env
+
+    node = OmegaConf.load(Path(__file__).parents[2] / "configs" / "env" / "metaworld_reach.yaml")
+    node.train_kwargs = {"reset_curriculum": 0.5}
+    train_env, eval_env = build_env(node), instantiate(env_config(node, training=False))
+    try:
+        assert train_env.call("get_wrapper_attr", "sampler")[0].weight == 0.5
+        with pytest.raises(AttributeError):
+            eval_env.call("get_wrapper_attr", "sampler")
+    finally:
+        train_env.close()
+        eval_env.close()
