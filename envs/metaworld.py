@@ -116,6 +116,16 @@ class _SeededTaskReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self.env.reset(options=options)
 
 
+def task_selector(env: gym.Env) -> metaworld.wrappers.RandomTaskSelectWrapper:
+    """The MT1 wrapper under ``env`` that holds the 50 configurations and draws one per reset."""
+    selector = env
+    while not isinstance(selector, metaworld.wrappers.RandomTaskSelectWrapper):
+        if not isinstance(selector, gym.Wrapper):
+            raise TypeError("reset_curriculum: no Meta-World task selector under this env")
+        selector = selector.env
+    return selector
+
+
 class _SuccessBonus(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """reward + bonus on every step that succeeds. Meta-World's dense rewards saturate near the goal (reach: 9.8-9.9
     of 10 at 1 cm outside the 5 cm success radius), so a policy stopping just outside earns almost the full return;
@@ -139,11 +149,7 @@ class _ResetCurriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, weight: float) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, weight=weight)
         gym.Wrapper.__init__(self, env)
-        selector = env
-        while not isinstance(selector, metaworld.wrappers.RandomTaskSelectWrapper):
-            if not isinstance(selector, gym.Wrapper):
-                raise TypeError("reset_curriculum: no Meta-World task selector under this env")
-            selector = selector.env
+        selector = task_selector(env)
         selector.toggle_sample_tasks_on_reset(False)  # we choose the configuration
         self.configs = selector.tasks
         self.sampler = FailurePrioritizedSampler(len(self.configs), weight)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
-import metaworld.wrappers
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -66,10 +65,7 @@ def test_metaworld_env_draws_the_failed_configuration_and_records_outcomes():
     assert info["reset_config"] == 7
     # The goal is configuration 7's: a plain env set to it by hand shows the same goal.
     plain = gym.make("robopolicy/MetaWorld-reach-v3")
-    selector = plain
-    while not isinstance(selector, metaworld.wrappers.RandomTaskSelectWrapper):
-        selector = selector.env
-    selector.toggle_sample_tasks_on_reset(False)
+    mw.task_selector(plain).toggle_sample_tasks_on_reset(False)
     plain.unwrapped.set_task(cur.configs[7])
     plain_obs, _ = plain.reset(seed=1)
     np.testing.assert_allclose(obs[-3:], plain_obs[-3:])
