@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -53,6 +55,19 @@ def test_clipped_surrogate_matches_hand_computation():
     loss, metrics = PPOClipTerm(0.2, normalize_advantage=False)(Fixed())
     assert loss.item() == pytest.approx(-0.2)
     assert metrics["clip_frac"] == 1.0
+
+
+def test_step_kl_sums_the_decisions_kl():
+    # Two policy steps of three decisions, log-ratio 0.1 everywhere: k3 = e^0.1 - 1 - 0.1 per decision.
+    class Fixed:
+        mb = MiniBatch(obs={}, trace=torch.zeros(2), logp=torch.zeros(2, 3),
+                       advantages=torch.tensor([1.0, -1.0]), returns=torch.zeros(2), value=torch.zeros(2))
+        logp = torch.full((2, 3), 0.1)
+
+    _, metrics = PPOClipTerm(0.2, normalize_advantage=False)(Fixed())
+    k3 = math.exp(0.1) - 1 - 0.1
+    assert metrics["approx_kl"].item() == pytest.approx(k3, rel=1e-5)
+    assert metrics["approx_kl_step"].item() == pytest.approx(3 * k3, rel=1e-5)
 
 
 def test_update_changes_weights_and_reports_metrics():

@@ -6,6 +6,8 @@ A policy step's advantage A_n is shared by all its S decisions (denoising steps,
 With ``clip_coef_first`` the clip differs per decision, as DPPO's per-denoising-step clip:
     eps_s = eps_1 + (eps - eps_1) (exp(rate u_s) - 1) / (exp(rate) - 1),   u_s = s / (S - 1)
 so the first (noisiest) decision moves least and the last, which sets the action, moves most.
+``approx_kl`` is the mean k3 KL estimate per decision (what ``target_kl`` compares); ``approx_kl_step`` sums it over
+a policy step's decisions, the KL of the whole chain, comparable across heads.
 With ``extras["pg_mask"]`` (N,) in the minibatch, the mean (and the advantage normalization) runs over the steps
 whose mask is 1 only: steps whose executed action is not their stored sample contribute nothing.
 """
@@ -70,10 +72,15 @@ class PPOClipTerm(ObjectiveTerm):
         with torch.no_grad():
             # k3 estimator of KL(old || new): E[(r - 1) - log r], low variance, always >= 0.
             r1 = ratio - 1
-            approx_kl = (r1 - log_ratio).mean()
+            k3 = r1 - log_ratio                              # (N, S)
+            approx_kl = k3.mean()
+            # The chain's KL is the sum of its decisions' KLs: this one means the same for every head, where the
+            # per-decision mean shrinks with S (16 tokens move a chunk ~16x as far as 1 Gaussian step at equal value).
+            approx_kl_step = k3.sum(-1).mean()
             clip_frac = (r1.abs() > eps).float().mean()
             ratio_mean = ratio.mean()
-        return loss.mean(), {"approx_kl": approx_kl, "clip_frac": clip_frac, "ratio_mean": ratio_mean}
+        return loss.mean(), {"approx_kl": approx_kl, "approx_kl_step": approx_kl_step, "clip_frac": clip_frac,
+                             "ratio_mean": ratio_mean}
 
 
 class EntropyTerm(ObjectiveTerm):
