@@ -17,6 +17,8 @@ one plot of all curves, and ends with one JSON line.
     python benchmarks/finetune_vs_baselines.py              # reach-v3, 1 seed, 150k steps per method
     python benchmarks/finetune_vs_baselines.py --seeds 0 1 2 --task metaworld_push --steps 1000000
     python benchmarks/finetune_vs_baselines.py --head flow --methods ours --task metaworld_push
+    python benchmarks/finetune_vs_baselines.py --recipe 1m --head flow --methods ours --task metaworld_push \
+        --seeds 1 --steps 1000000 --eval-every 64000     # session 17: 95% at 640k
 """
 
 from __future__ import annotations
@@ -29,16 +31,20 @@ import warnings
 from pathlib import Path
 
 METHODS = {
-    "ours": ["experiment=finetune_metaworld"],
+    "ours": [],  # the --recipe experiment (RECIPES)
     "o2o": ["algo=o2o", "env.num_envs=8"],
     "naive": ["algo=ppo", "env.num_envs=8", "algo.n_steps=50"],
 }
 HEADS = ("diffusion", "flow", "tokens")
+# ``--recipe``: the experiment config of "ours". "1m" is the long-budget recipe of docs/finetuning.md's issue-6 table.
+RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m"}
 
 
-def head_overrides(head: str) -> list[str]:
-    """finetune_metaworld sets the diffusion head's ft_steps; flow and token heads have no such option."""
-    return [] if head == "diffusion" else ["~init_head_options.ft_steps"]
+def head_overrides(head: str, recipe: str = "short") -> list[str]:
+    """The recipes set the diffusion head's ft_steps, which flow and token heads lack; "1m" also sets an
+    exploration floor (min_std), which flow takes and token heads (they explore by temperature) lack."""
+    drop = {"diffusion": [], "flow": ["ft_steps"], "tokens": ["ft_steps", "min_std"] if recipe == "1m" else ["ft_steps"]}
+    return [f"~init_head_options.{key}" for key in drop[head]]
 
 
 def head_bc(head: str, lr: float | None = None) -> list[str]:
@@ -76,7 +82,8 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     from robopolicy.train_run import run_training
 
     cfg = compose("train", [f"env={task}", "env.chunk=4", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
-                            *METHODS[method], *(head_overrides(args.head) if method == "ours" else []),
+                            *METHODS[method], *([RECIPES[args.recipe]] if method == "ours" else []),
+                            *(head_overrides(args.head, args.recipe) if method == "ours" else []),
                             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
                             "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
@@ -132,6 +139,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--out", default="runs/bench-finetune")
+    parser.add_argument("--recipe", default="short", choices=list(RECIPES),
+                        help="ours: finetune_metaworld (short) or the 1M-step recipe finetune_metaworld_1m")
     parser.add_argument("--override", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
                         help="extra Hydra override for one method, e.g. o2o:algo.n_steps=200")
     args = parser.parse_args()

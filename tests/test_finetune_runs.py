@@ -107,3 +107,23 @@ def test_finetune_recipe_serves_a_flow_policy_once_the_diffusion_option_is_remov
                             show_progress=False).run_dir)
     updates = [r for r in out if "loss/pg" in r]
     assert updates and updates[-1]["step"] == 192 and all(r["ppo/critic_warmup"] in (0.0, 1.0) for r in updates)
+
+
+@pytest.mark.parametrize("head", ["diffusion", "flow", "tokens"])
+def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head):
+    """finetune_metaworld_1m sets ft_steps and min_std; the benchmark drops what each head lacks, and what is left
+    builds that head (a token head given min_std, or a flow head given ft_steps, would refuse it by name)."""
+    import importlib.util
+    from pathlib import Path
+
+    from robopolicy.heads import build_head
+
+    path = Path(__file__).parents[1] / "benchmarks" / "finetune_vs_baselines.py"
+    spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = compose("train", ["env=metaworld_push", bench.RECIPES["1m"], *bench.head_overrides(head, "1m")])
+    options = dict(cfg.init_head_options)
+    assert cfg.algo.n_steps == 200 and cfg.env.vectorization == "async" and cfg.total_steps == 1_000_000
+    assert options == {"diffusion": {"ft_steps": 5, "min_std": 0.2}, "flow": {"min_std": 0.2}, "tokens": {}}[head]
+    build_head(head, 8, 4, 4, options)
