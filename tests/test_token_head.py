@@ -79,36 +79,6 @@ def test_temperature_sharpens_the_acting_policy_but_not_the_bc_fit():
         assert torch.equal(cold.imitation_loss(feat, actions), warm.imitation_loss(feat, actions))
 
 
-def test_explore_bins_spreads_the_acting_policy_over_neighbouring_bins():
-    """Acting distribution p'_k = sum_j p_j K_jk, K a row-normalized Gaussian over bin distance: sampled logp is
-    what log_prob recomputes, p' sums to 1 and matches the explicit product, argmax decoding is unchanged, and
-    a near-one-hot policy samples the argmax's neighbours, not far bins."""
-    torch.manual_seed(22)
-    plain = make_head(temperature=0.01)                  # near one-hot: p is the argmax
-    spread = copy.deepcopy(plain)
-    spread.config.explore_bins = 1.0
-    feat = torch.randn(B, F_DIM)
-    with torch.no_grad():
-        greedy = plain.sample(feat, deterministic=True).trace
-        assert torch.equal(spread.sample(feat, deterministic=True).trace, greedy)
-        s = spread.sample(feat)
-        assert torch.allclose(spread.log_prob(feat, s.trace), s.logp, atol=1e-5)
-        scaled = spread.policy_logits(feat, s.trace)
-        k = torch.arange(NB, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (k[None] - k[:, None]) ** 2)
-        kernel = kernel / kernel.sum(-1, keepdim=True)
-        explicit = torch.softmax(scaled, -1) @ kernel
-        assert torch.allclose(spread.acting_log_probs(scaled).exp(), explicit, atol=1e-6)
-        assert torch.allclose(explicit.sum(-1), torch.ones(B, S), atol=1e-5)
-        _, ent_plain = plain.log_prob_and_entropy(feat, s.trace)
-        _, ent_spread = spread.log_prob_and_entropy(feat, s.trace)
-        assert (ent_spread > ent_plain + 0.5).all()
-        many = spread.sample(feat.repeat(200, 1)).trace
-        mode = spread.logits(feat.repeat(200, 1), many).argmax(-1)
-        dist = (many - mode).abs()
-        assert (dist > 0).float().mean() > 0.3 and (dist <= 3).float().mean() > 0.99
-
-
 def test_log_prob_is_differentiable():
     torch.manual_seed(3)
     head = make_head()
@@ -250,7 +220,7 @@ def test_state_dict_roundtrip_reproduces_log_prob(tmp_path):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("num_bins", 1), ("binning", "log"), ("d_model", 0), ("num_layers", 0), ("num_heads", 3),
-    ("dropout", 1.0), ("temperature", 0.0), ("label_std", -1.0), ("explore_bins", -0.5),
+    ("dropout", 1.0), ("temperature", 0.0), ("label_std", -1.0),
 ])
 def test_invalid_config_raises_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

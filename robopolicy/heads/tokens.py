@@ -49,12 +49,6 @@ class TokenHeadConfig:
     """The policy's softmax temperature: sampling, log_prob, entropy and divergence all use softmax(logits / T),
     so PPO's ratios are those of the policy that acted. BC's cross-entropy fits the T = 1 logits to the data;
     T < 1 then sharpens that fit for rollouts (fewer off-mode tokens), as a lower exploration std does."""
-    explore_bins: float = 0.0
-    """Exploration floor for fine-tuning, in bins: the acting distribution is softmax(logits / T) spread over
-    neighbouring bins by a discrete Gaussian of this std (bins are ordered), so a sampled token lands near the
-    one the policy favours, as the Gaussian noise floor of flow and diffusion perturbs their actions. Sampling,
-    log_prob, entropy and divergence use the spread distribution; argmax (deterministic) decoding does not.
-    0 = off. BC's cross-entropy ignores it."""
     label_std: float = 0.0
     """BC targets: 0 = one-hot tokens; > 0 = a Gaussian of this std (in uniform bin widths, 2 / num_bins)
     around the continuous action, integrated over each bin (HL-Gauss), so neighbouring bins share
@@ -76,8 +70,6 @@ class TokenHeadConfig:
             raise ValueError(f"TokenHeadConfig.dropout must be in [0, 1), got {self.dropout}")
         if not (self.temperature > 0.0 and math.isfinite(self.temperature)):
             raise ValueError(f"TokenHeadConfig.temperature must be finite and > 0, got {self.temperature}")
-        if not (self.explore_bins >= 0.0 and math.isfinite(self.explore_bins)):
-            raise ValueError(f"TokenHeadConfig.explore_bins must be finite and >= 0, got {self.explore_bins}")
         if not (self.label_std >= 0.0 and math.isfinite(self.label_std)):
             raise ValueError(f"TokenHeadConfig.label_std must be finite and >= 0, got {self.label_std}")
 
@@ -186,7 +178,7 @@ class TokenHead(ActionHead):
         logps = []
         for _ in range(self.num_decisions):
             logits = self._decode(feat, tokens)[:, -1] / self.config.temperature  # (B, num_bins), next token
-            logp_all = self.acting_log_probs(logits)
+            logp_all = F.log_softmax(logits, dim=-1)
             if deterministic:
                 tok = logits.argmax(dim=-1)
             else:
@@ -195,24 +187,13 @@ class TokenHead(ActionHead):
             tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=1)
         return ActionSample(actions=self.detokenize(tokens), trace=tokens, logp=torch.stack(logps, dim=1))
 
-    def acting_log_probs(self, scaled_logits: Tensor) -> Tensor:
-        """Log-probabilities (..., num_bins) of the distribution the policy samples from: softmax of the
-        temperature-scaled logits, spread over neighbouring bins when ``explore_bins`` > 0."""
-        logp = F.log_softmax(scaled_logits, dim=-1)
-        if self.config.explore_bins == 0.0:
-            return logp
-        k = torch.arange(self.config.num_bins, dtype=logp.dtype, device=logp.device)
-        log_kernel = -0.5 * ((k[None, :] - k[:, None]) / self.config.explore_bins) ** 2  # (from j, to k)
-        log_kernel = log_kernel - torch.logsumexp(log_kernel, dim=-1, keepdim=True)  # each row sums to 1
-        return torch.logsumexp(logp.unsqueeze(-1) + log_kernel, dim=-2)  # log sum_j p_j K_jk
-
     def policy_logits(self, feat: Tensor, trace: Tensor) -> Tensor:
         """The acting policy's logits (B, S, num_bins): the teacher-forced logits over the temperature."""
         return self.logits(feat, trace) / self.config.temperature
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Exact log p(tok_s | tok_{<s}, feat) for every token, (B, S), from one teacher-forced pass."""
-        logp_all = self.acting_log_probs(self.policy_logits(feat, trace))
+        logp_all = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
         return logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
@@ -221,7 +202,7 @@ class TokenHead(ActionHead):
 
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
         """Both (B, S) from one pass: H_s = -sum_k p_k log p_k over the vocabulary."""
-        logp_all = self.acting_log_probs(self.policy_logits(feat, trace))
+        logp_all = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         return logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1), entropy
 
@@ -266,8 +247,8 @@ class TokenHead(ActionHead):
         if not torch.allclose(self.bin_edges, teacher_head.bin_edges.to(self.bin_edges)):
             raise ValueError("TokenHead.divergence: teacher bin_edges differ from the student's: the same token id "
                              "would mean different actions")
-        lp = self.acting_log_probs(self.policy_logits(feat, trace))
-        lq = teacher_head.acting_log_probs(teacher_head.policy_logits(teacher_feat, trace))
+        lp = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
+        lq = F.log_softmax(teacher_head.policy_logits(teacher_feat, trace), dim=-1)
         if kind == "reverse_kl":
             return (lp.exp() * (lp - lq)).sum(-1)
         if kind == "forward_kl":
