@@ -38,13 +38,23 @@ METHODS = {
 HEADS = ("diffusion", "flow", "tokens")
 # ``--recipe``: the experiment config of "ours". "1m" is the long-budget recipe of docs/finetuning.md's issue-6 table.
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m"}
+RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std")}  # init_head_options each one sets
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
-    """The recipes set the diffusion head's ft_steps, which flow and token heads lack; "1m" also sets an
-    exploration floor (min_std), which flow takes and token heads (they explore by temperature) lack."""
-    drop = {"diffusion": [], "flow": ["ft_steps"], "tokens": ["ft_steps", "min_std"] if recipe == "1m" else ["ft_steps"]}
-    return [f"~init_head_options.{key}" for key in drop[head]]
+    """Remove the recipe's head options that ``head``'s config has no field for (flow: ft_steps; tokens: ft_steps and
+    min_std), read off the head registry so a head that gains an option keeps it."""
+    from dataclasses import fields
+
+    from robopolicy.heads import HEADS as HEAD_REGISTRY
+
+    accepted = {f.name for f in fields(HEAD_REGISTRY[head][1])}
+    return [f"~init_head_options.{key}" for key in RECIPE_HEAD_OPTIONS[recipe] if key not in accepted]
+
+
+def ours_overrides(head: str, recipe: str) -> list[str]:
+    """The recipe's experiment config and the removal of what ``head`` lacks."""
+    return [RECIPES[recipe], *head_overrides(head, recipe)]
 
 
 def head_bc(head: str, lr: float | None = None) -> list[str]:
@@ -82,8 +92,7 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     from robopolicy.train_run import run_training
 
     cfg = compose("train", [f"env={task}", "env.chunk=4", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
-                            *METHODS[method], *([RECIPES[args.recipe]] if method == "ours" else []),
-                            *(head_overrides(args.head, args.recipe) if method == "ours" else []),
+                            *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
                             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
                             "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
