@@ -3,7 +3,7 @@ front + top, on held-out expert frames of our arm's pick-place under the default
 
 The camera student of ``benchmarks/teacher_student_distill.py`` sees the cube through the front camera; after
 three DAgger rounds its position error along x (the front camera's depth axis) was twice that along y and z
-(docs/finetuning.md). This probe trains the estimator alone (``algo.imitation_coef=0``: the estimate term on
+(docs/finetuning_results.md). This probe trains the estimator alone (``algo.imitation_coef=0``: the estimate term on
 observation.privileged, the teacher's layers are not involved) on the same expert frames with each camera set,
 the same seed and steps, and reports the median absolute error per axis on frames of other reset seeds: the
 expert's own (in distribution) and DART frames (noise of std 0.3 on the executed action: the off-path states a

@@ -59,7 +59,7 @@ def ours_overrides(head: str, recipe: str) -> list[str]:
 
 def head_bc(head: str, lr: float | None = None) -> list[str]:
     """BC of the starting point: the heads benchmark's settings (bc_metaworld: lr 1e-3, token batch 64), the BC
-    the issue names. ``lr`` overrides the rate; the push runs of sessions 11-12 used 1e-4 (docs/finetuning.md)."""
+    the issue names. ``lr`` overrides the rate; the push runs of sessions 11-12 used 1e-4 (docs/finetuning_results.md)."""
     from bc_metaworld import HEAD_BATCH, HEAD_LR  # the script's folder is on sys.path
 
     batch = [f"algo.batch_size={HEAD_BATCH[head]}"] if head in HEAD_BATCH else []

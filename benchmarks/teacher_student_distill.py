@@ -36,7 +36,7 @@ plot of the in-run success curves, and ends with one JSON line.
     python benchmarks/teacher_student_distill.py --cameras front top     # a student with two cameras
     python benchmarks/teacher_student_distill.py --task reach             # our arm's reach (the goal from the camera)
     python benchmarks/teacher_student_distill.py --task reach --init teacher --estimate-coef 0   # the methods alone
-              train a fresh estimator, through their action-level term only (docs/finetuning.md)
+              train a fresh estimator, through their action-level term only (docs/finetuning_results.md)
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def _student_demos(root: Path, teacher_demos: Path, args, out: dict) -> list[Pat
     """The student's BC data: clean expert episodes plus DART episodes (noise executed, the expert's label kept),
     loaded together. 200 episodes let the camera estimator memorize them (0.8 cm on its training frames, 3 cm median
     and a heavy tail on held-out seeds); with these 3,000 it is precise on unseen expert frames (0.76 cm), though not
-    yet along the policies' own trajectories (docs/finetuning.md)."""
+    yet along the policies' own trajectories (docs/finetuning_results.md)."""
     if args.student_demos == 0:
         return [teacher_demos]
     t0 = time.perf_counter()

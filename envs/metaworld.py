@@ -129,7 +129,7 @@ def task_selector(env: gym.Env) -> metaworld.wrappers.RandomTaskSelectWrapper:
 class _SuccessBonus(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """reward + bonus on every step that succeeds. Meta-World's dense rewards saturate near the goal (reach: 9.8-9.9
     of 10 at 1 cm outside the 5 cm success radius), so a policy stopping just outside earns almost the full return;
-    the bonus makes crossing the success boundary worth something to PPO (docs/finetuning.md measures it)."""
+    the bonus makes crossing the success boundary worth something to PPO (docs/finetuning_results.md measures it)."""
 
     def __init__(self, env: gym.Env, bonus: float) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, bonus=bonus)

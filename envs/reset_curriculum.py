@@ -2,7 +2,7 @@
 
 Meta-World's MT1 draws each episode's goal/object configuration from 50 fixed ones. A policy that succeeds on 49
 and fails one fails 2-3 episodes of a 30-episode evaluation, yet meets that configuration in ~1 training episode
-of 50, so PPO rarely sees the failure (docs/finetuning.md, "Reach, the third task"). Prioritized level replay
+of 50, so PPO rarely sees the failure (docs/finetuning_results.md, "Reach, the third task"). Prioritized level replay
 (Jiang et al., 2021) fixes this by replaying the levels with the highest learning signal; here the score is the
 failure rate, tracked per configuration as an exponential moving average of episode success:
 
