@@ -36,14 +36,14 @@ METHODS = {
     "naive": ["algo=ppo", "env.num_envs=8", "algo.n_steps=50"],
 }
 HEADS = ("diffusion", "flow", "tokens")
-# ``--recipe``: the experiment config of "ours". "1m" is the long-budget recipe of docs/finetuning.md's issue-6 table.
+# ``--recipe``: the experiment config of "ours". "1m" is the long-budget recipe of the issue-6 table in docs/finetuning.md.
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m"}
 RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std")}  # init_head_options each one sets
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
-    """Remove the recipe's head options that ``head``'s config has no field for (flow: ft_steps; tokens: ft_steps and
-    min_std), read off the head registry so a head that gains an option keeps it."""
+    """Remove the recipe's head options that ``head``'s config has no field for (tokens: ft_steps and min_std), read
+    off the head registry so a head that gains an option keeps it (flow gained ft_steps in session 18)."""
     from dataclasses import fields
 
     from robopolicy.heads import HEADS as HEAD_REGISTRY

@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_bc import bc_cfg, fake_loader, synthetic_demos  # noqa: F401  (fake_loader is a fixture)
 
+from robopolicy.checkpoint import load_policy
 from robopolicy.cli import compose
 from robopolicy.train_run import ConfigError, run_training
 
@@ -92,18 +93,26 @@ def test_o2o_offline_improvement_logs_its_gated_rounds_at_step_0(tmp_path, bc_po
     assert all(r["offline/accepted"] in (0.0, 1.0) and "loss/pg" in r for r in offline)
 
 
-def test_finetune_recipe_serves_a_flow_policy_once_the_diffusion_option_is_removed(tmp_path, fake_loader):  # noqa: F811
-    """experiment=finetune_metaworld names the diffusion head's ft_steps; a flow policy refuses it by name,
-    and ``~init_head_options.ft_steps`` (not ``init_head_options={}``, which Hydra merges) removes it."""
+def test_finetune_recipe_serves_flow_and_refuses_its_options_for_tokens_until_removed(tmp_path, fake_loader):  # noqa: F811
+    """experiment=finetune_metaworld sets ft_steps=3: a flow policy takes it (3 of its 4 Euler steps become the
+    decisions); a token policy refuses it by name, and ``~init_head_options.ft_steps`` (not
+    ``init_head_options={}``, which Hydra merges) removes it."""
     fake_loader["data"], _ = synthetic_demos(200, state_dim=2, action_dim=1, chunk=1, bound=1.0)
-    flow_bc = run_training(bc_cfg(tmp_path, "policy=flow", "policy.head_options.num_steps=2"),
-                           show_progress=False).checkpoint
     recipe = [*TOY, "experiment=finetune_metaworld", "env.num_envs=2", "env.chunk=1", "total_steps=192",
               "eval_every=64", "eval_episodes=2", "algo.n_steps=16", "algo.batch_size=16",
-              "algo.critic_warmup_updates=1", f"init_policy={flow_bc}", f"runs_dir={tmp_path / 'runs'}"]
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['ft_steps'\] for head 'flow'"):
-        run_training(compose("train", [*recipe, "init_head_options={}", "name=merged"]), show_progress=False)
-    out = rows(run_training(compose("train", [*recipe, "~init_head_options.ft_steps", "name=flow"]),
+              "algo.critic_warmup_updates=1", f"runs_dir={tmp_path / 'runs'}"]
+    (tmp_path / "flow").mkdir(), (tmp_path / "tok").mkdir()
+    flow_bc = run_training(bc_cfg(tmp_path / "flow", "policy=flow", "policy.head_options.num_steps=4"),
+                           show_progress=False).checkpoint
+    flow_run = run_training(compose("train", [*recipe, f"init_policy={flow_bc}", "name=flow"]), show_progress=False)
+    assert load_policy(flow_run.checkpoint).num_decisions == 3
+    token_bc = run_training(bc_cfg(tmp_path / "tok", "policy=tokens", "policy.head_options.d_model=16",
+                                   "policy.head_options.num_layers=1", "policy.head_options.num_bins=8"),
+                            show_progress=False).checkpoint
+    tokens = [*recipe, f"init_policy={token_bc}"]
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['ft_steps'\] for head 'tokens'"):
+        run_training(compose("train", [*tokens, "init_head_options={}", "name=merged"]), show_progress=False)
+    out = rows(run_training(compose("train", [*tokens, "~init_head_options.ft_steps", "name=tok"]),
                             show_progress=False).run_dir)
     updates = [r for r in out if "loss/pg" in r]
     assert updates and updates[-1]["step"] == 192 and all(r["ppo/critic_warmup"] in (0.0, 1.0) for r in updates)
@@ -125,5 +134,6 @@ def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head):
     cfg = compose("train", ["env=metaworld_push", bench.RECIPES["1m"], *bench.head_overrides(head, "1m")])
     options = dict(cfg.init_head_options)
     assert cfg.algo.n_steps == 200 and cfg.env.vectorization == "async" and cfg.total_steps == 1_000_000
-    assert options == {"diffusion": {"ft_steps": 5, "min_std": 0.2}, "flow": {"min_std": 0.2}, "tokens": {}}[head]
+    assert options == {"diffusion": {"ft_steps": 5, "min_std": 0.2}, "flow": {"ft_steps": 5, "min_std": 0.2},
+                       "tokens": {}}[head]
     build_head(head, 8, 4, 4, options)

@@ -166,3 +166,38 @@ def test_num_noise_samples_and_config_errors():
         FlowHeadConfig(noise="sheduled")
     with pytest.raises(ValueError, match=r"actions must be \(B, H, A\)"):
         head.imitation_loss(torch.randn(B, F_DIM), torch.zeros(B, A))
+
+
+@pytest.mark.parametrize("noise", ["learned", "scheduled"])
+def test_ft_steps_makes_only_the_last_steps_noisy_decisions(noise):
+    """With ft_steps=S the first K - S Euler steps are deterministic and the last S are the decisions: the
+    stored log-probs, log_prob and entropy cover those S steps and agree with torch.distributions."""
+    torch.manual_seed(5)
+    s_dec = 2
+    head = make_head(noise, noise_std=0.3, ft_steps=s_dec)
+    if noise == "learned":
+        torch.nn.init.normal_(head.noise_net.weight, std=0.5)
+    feat = torch.randn(B, F_DIM)
+    with torch.no_grad():
+        s = head.sample(feat)
+        chain = s.trace.flatten(2)
+        for k in range(K - s_dec):  # deterministic steps: x_{k+1} is exactly the Euler mean
+            mean, _ = head.step_distribution(feat, chain[:, k], k)
+            assert torch.allclose(chain[:, k + 1], mean, atol=1e-6)
+        mean, _ = head.step_distribution(feat, chain[:, K - 1], K - 1)
+        assert (chain[:, K] - mean).abs().max() > 1e-3  # the last step is noisy
+        ref = torch.stack([Normal(*head.step_distribution(feat, chain[:, k], k)).log_prob(chain[:, k + 1]).sum(-1)
+                           for k in range(K - s_dec, K)], dim=1)
+        logp, ent = head.log_prob_and_entropy(feat, s.trace)
+    assert head.num_decisions == s_dec and s.logp.shape == (B, s_dec)
+    assert torch.allclose(s.logp, ref, atol=1e-4) and torch.allclose(logp, ref, atol=1e-4)
+    ref_ent = torch.stack([Normal(*head.step_distribution(feat, chain[:, k], k)).entropy().sum(-1)
+                           for k in range(K - s_dec, K)], dim=1)
+    assert torch.allclose(ent, ref_ent, atol=1e-4)
+    # Distillation compares the student's S decisions with the teacher's same steps, whatever the teacher's S.
+    teacher = copy.deepcopy(head)
+    teacher.config.ft_steps, teacher.num_decisions = None, K
+    assert head.divergence(feat, s.trace, teacher, feat, "reverse_kl").abs().max() < 1e-5
+    assert head.divergence(feat, s.trace, teacher, feat, "reverse_kl").shape == (B, s_dec)
+    with pytest.raises(ValueError, match=r"FlowHeadConfig.ft_steps=5 must be in \[1, num_steps=4\]"):
+        make_head(ft_steps=5)

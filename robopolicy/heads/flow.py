@@ -1,4 +1,4 @@
-"""Flow-matching action head: rectified-flow BC, Euler sampling with noise injection (S = K).
+"""Flow-matching action head: rectified-flow BC, Euler sampling with noise injection (S = K, or the last S).
 
 Pretraining (rectified flow, Liu et al. 2022; pi0-style action experts):
     x0 ~ N(0, I),  x1 = actions,  t ~ U(0, 1),  x_t = (1 - t) x0 + t x1
@@ -15,6 +15,10 @@ per-step log N(x_{k+1}; mean_k, std_k^2), summed over H*A. As for the clip-squas
 Gaussian head, the executed action is the clipped x_K while the density is that of the
 unclipped chain. Per-step KL between two such heads is closed form (DiffusionOPD), so PPO
 and on-policy distillation treat every integration step as one inner decision.
+
+With ``ft_steps = S < K`` only the last S steps are noisy decisions and the first K - S are
+deterministic Euler steps (DPPO's partial chain, carried over from the diffusion head): logp is
+(B, S), and the early steps, which carry no density, move only through their effect on x_{K-S}.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class FlowHeadConfig:
     """Lower bound on the per-step std: keeps log-probs finite and exploration alive."""
     max_std: float = 0.5
     """Upper bound on the per-step std: keeps the chain from drifting far off the flow."""
+    ft_steps: int | None = None
+    """S: only the last S Euler steps inject noise and are decisions; the first K - S run deterministically
+    (DPPO's partial chain). None: all K (ReinFlow). A fine-tuning option: it changes no weight shapes."""
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     """Widths of the velocity MLP's hidden layers."""
     time_embed_dim: int = 32
@@ -71,6 +78,8 @@ class FlowHeadConfig:
         if not 0.0 < self.min_std <= self.max_std:
             raise ValueError(f"FlowHeadConfig: need 0 < min_std <= max_std, got min_std={self.min_std}, "
                              f"max_std={self.max_std}")
+        if self.ft_steps is not None and not 1 <= self.ft_steps <= self.num_steps:
+            raise ValueError(f"FlowHeadConfig.ft_steps={self.ft_steps} must be in [1, num_steps={self.num_steps}]")
         if self.time_embed_dim < 2 or self.time_embed_dim % 2:
             raise ValueError(f"FlowHeadConfig.time_embed_dim must be even and >= 2, got {self.time_embed_dim}")
         if self.num_noise_samples < 1:
@@ -90,13 +99,13 @@ def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period:
 
 
 class FlowHead(ActionHead):
-    """Rectified-flow head. Shapes: feat (B, F); actions (B, H, A); trace (B, K+1, H, A); logp (B, K)."""
+    """Rectified-flow head. Shapes: feat (B, F); actions (B, H, A); trace (B, K+1, H, A); logp (B, S)."""
 
     def __init__(self, feat_dim: int, action_dim: int, chunk: int, config: FlowHeadConfig | None = None):
         super().__init__()
         self.config = config or FlowHeadConfig()
         self.action_dim, self.chunk = action_dim, chunk
-        self.num_decisions = self.config.num_steps
+        self.num_decisions = self.config.ft_steps or self.config.num_steps
         out = chunk * action_dim
         # Velocity field v_theta([x_t, emb(t), feat]) -> (B, H*A); conditioning by concatenation.
         sizes = [out + self.config.time_embed_dim + feat_dim, *self.config.hidden_sizes]
@@ -152,32 +161,38 @@ class FlowHead(ActionHead):
         t = x_k.new_full((x_k.shape[0],), k / self.config.num_steps)
         return self._transition(x_k, t, feat)
 
-    def _chain_distributions(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """All K transitions of a stored chain in one batched pass.
+    def _chain_distributions(self, feat: Tensor, trace: Tensor, s: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The last S (or ``s``) transitions of a stored chain, the decisions, in one batched pass.
 
-        Returns the next states x_{1..K}, means and stds, each (B, K, H*A).
+        Returns the next states x_{K-S+1..K}, means and stds, each (B, S, H*A).
         """
-        b, k = feat.shape[0], self.config.num_steps
+        b, k, s = feat.shape[0], self.config.num_steps, s or self.num_decisions
         expected = (b, k + 1, self.chunk, self.action_dim)
         if tuple(trace.shape) != expected:
             raise ValueError(f"FlowHead trace must have shape (B, K+1, H, A) = {expected}, got {tuple(trace.shape)}")
         chain = trace.flatten(2)  # (B, K+1, H*A)
-        x = chain[:, :-1].reshape(b * k, -1)
-        t = (torch.arange(k, device=feat.device, dtype=feat.dtype) / k).repeat(b)  # row i*K + j has t = j / K
-        mean, std = self._transition(x, t, feat.repeat_interleave(k, dim=0))
-        return chain[:, 1:], mean.view(b, k, -1), std.view(b, k, -1)
+        x = chain[:, k - s : k].reshape(b * s, -1)
+        steps = torch.arange(k - s, k, device=feat.device, dtype=feat.dtype)
+        t = (steps / k).repeat(b)  # row i*S + j has t = (K - S + j) / K
+        mean, std = self._transition(x, t, feat.repeat_interleave(s, dim=0))
+        return chain[:, k - s + 1 :], mean.view(b, s, -1), std.view(b, s, -1)
 
     # ----------------------------------------------------------------- interface
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
-        """x_0 ~ N(0, I), K noisy (or noiseless) Euler steps; trace (B, K+1, H, A), logp (B, K).
+        """x_0 ~ N(0, I), K Euler steps, the last S noisy (none when deterministic); trace (B, K+1, H, A), logp (B, S).
 
         Deterministic sampling keeps the random x_0 (the flow maps noise to modes) and records
         logp = log N(mean_k; mean_k, std_k^2), i.e. what ``log_prob`` gives for that chain.
         """
         b, k_steps = feat.shape[0], self.config.num_steps
+        first_decision = k_steps - self.num_decisions
         x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
         chain, logps = [x], []
         for k in range(k_steps):
+            if k < first_decision:  # a deterministic Euler step: no noise, no density
+                x = x + self.velocity_field(x, x.new_full((b,), k / k_steps), feat) / k_steps
+                chain.append(x)
+                continue
             mean, std = self.step_distribution(feat, x, k)
             z = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
             x = torch.addcmul(mean, std, z)  # x_{k+1} = mean_k + std_k z
@@ -189,16 +204,16 @@ class FlowHead(ActionHead):
         return ActionSample(actions=actions, trace=trace, logp=torch.stack(logps, dim=1))
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
-        """Per-step log N(x_{k+1}; mean_k, std_k^2) summed over H*A: (B, K); grads reach both nets."""
+        """Per-step log N(x_{k+1}; mean_k, std_k^2) summed over H*A: (B, S); grads reach both nets."""
         x_next, mean, std = self._chain_distributions(feat, trace)
         return gaussian_log_prob(x_next, mean, std.log()).sum(-1)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
-        """Closed-form entropy of each transition, (B, K)."""
+        """Closed-form entropy of each decision, (B, S)."""
         return self.log_prob_and_entropy(feat, trace)[1]
 
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
-        """Both (B, K) from one pass over the chain."""
+        """Both (B, S) from one pass over the decisions."""
         x_next, mean, std = self._chain_distributions(feat, trace)
         log_std = std.log()
         # H(N(m, s^2)) = log s + 1/2 log(2 pi e), summed over H*A.
@@ -226,7 +241,7 @@ class FlowHead(ActionHead):
     def divergence(
         self, feat: Tensor, trace: Tensor, teacher_head: ActionHead, teacher_feat: Tensor, kind: DivergenceKind
     ) -> Tensor:
-        """Per-step divergence (B, K) between student and teacher transitions at the student's x_k.
+        """Per-step divergence (B, S) between student and teacher transitions at the student's x_k.
 
         Both transitions are diagonal Gaussians, so reverse_kl = KL(student || teacher) and
         forward_kl = KL(teacher || student) are closed form (DiffusionOPD). JS has no closed
@@ -243,12 +258,12 @@ class FlowHead(ActionHead):
             raise ValueError(f"FlowHead.divergence: teacher (num_steps, chunk, action_dim) = {shape_t} must match "
                              f"the student's {shape_s}: per-step KL compares the same Euler steps")
         _, m_s, std_s = self._chain_distributions(feat, trace)
-        _, m_t, std_t = teacher_head._chain_distributions(teacher_feat, trace)
+        _, m_t, std_t = teacher_head._chain_distributions(teacher_feat, trace, self.num_decisions)
         ls_s, ls_t = std_s.log(), std_t.log()
         if kind == "reverse_kl":
             return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1)
         if kind == "forward_kl":
             return gaussian_kl(m_t, ls_t, m_s, ls_s).sum(-1)
         b, k = m_s.shape[:2]
-        flat = [v.flatten(0, 1) for v in (m_s, ls_s, m_t, ls_t)]  # each (B K, H*A)
+        flat = [v.flatten(0, 1) for v in (m_s, ls_s, m_t, ls_t)]  # each (B S, H*A)
         return gaussian_js_mc(*flat).view(b, k)
