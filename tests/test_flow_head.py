@@ -201,3 +201,17 @@ def test_ft_steps_makes_only_the_last_steps_noisy_decisions(noise):
     assert head.divergence(feat, s.trace, teacher, feat, "reverse_kl").shape == (B, s_dec)
     with pytest.raises(ValueError, match=r"FlowHeadConfig.ft_steps=5 must be in \[1, num_steps=4\]"):
         make_head(ft_steps=5)
+
+
+def test_ft_steps_leaves_the_deterministic_policy_bit_for_bit():
+    """Evaluation runs the noiseless chain: choosing which steps are decisions must not change a single bit of it
+    (a float-level difference flips borderline evaluation episodes)."""
+    cfg = FlowHeadConfig(num_steps=10, noise_std=0.3, hidden_sizes=[32, 32], time_embed_dim=8)  # dt = 0.1 is inexact
+    head = FlowHead(F_DIM, action_dim=A, chunk=H, config=cfg)
+    part = copy.deepcopy(head)
+    part.config.ft_steps, part.num_decisions = 4, 4
+    feat = torch.randn(B, F_DIM)
+    torch.manual_seed(6)
+    full = head.sample(feat, deterministic=True).trace
+    torch.manual_seed(6)
+    assert torch.equal(part.sample(feat, deterministic=True).trace, full)

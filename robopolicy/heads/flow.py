@@ -149,10 +149,13 @@ class FlowHead(ActionHead):
         raw = self.noise_net(torch.cat([feat, emb], dim=-1))
         return cfg.min_std + (cfg.max_std - cfg.min_std) * torch.sigmoid(raw)
 
+    def _euler_mean(self, x: Tensor, t: Tensor, feat: Tensor) -> Tensor:
+        """x + v_theta(x, t, feat) dt, (N, H*A): one expression for noisy and deterministic steps alike."""
+        return x + self.velocity_field(x, t, feat) * (1.0 / self.config.num_steps)
+
     def _transition(self, x: Tensor, t: Tensor, feat: Tensor) -> tuple[Tensor, Tensor]:
         """Euler-step Gaussian: mean = x + v_theta(x, t, feat) dt, and std; each (N, H*A)."""
-        dt = 1.0 / self.config.num_steps
-        return x + self.velocity_field(x, t, feat) * dt, self._std(t, feat)
+        return self._euler_mean(x, t, feat), self._std(t, feat)
 
     def step_distribution(self, feat: Tensor, x_k: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Mean and std (B, H*A) of p(x_{k+1} | x_k, feat) for step k in [0, K); x_k is (B, H*A)."""
@@ -190,7 +193,7 @@ class FlowHead(ActionHead):
         chain, logps = [x], []
         for k in range(k_steps):
             if k < first_decision:  # a deterministic Euler step: no noise, no density
-                x = x + self.velocity_field(x, x.new_full((b,), k / k_steps), feat) / k_steps
+                x = self._euler_mean(x, x.new_full((b,), k / k_steps), feat)
                 chain.append(x)
                 continue
             mean, std = self.step_distribution(feat, x, k)
