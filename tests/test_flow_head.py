@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -195,8 +196,8 @@ def test_ft_steps_makes_only_the_last_steps_noisy_decisions(noise):
                            for k in range(K - s_dec, K)], dim=1)
     assert torch.allclose(ent, ref_ent, atol=1e-4)
     # Distillation compares the student's S decisions with the teacher's same steps, whatever the teacher's S.
-    teacher = copy.deepcopy(head)
-    teacher.config.ft_steps, teacher.num_decisions = None, K
+    teacher = make_head(noise, noise_std=0.3)  # the same weights, every step a decision
+    teacher.load_state_dict(head.state_dict())
     assert head.divergence(feat, s.trace, teacher, feat, "reverse_kl").abs().max() < 1e-5
     assert head.divergence(feat, s.trace, teacher, feat, "reverse_kl").shape == (B, s_dec)
     with pytest.raises(ValueError, match=r"FlowHeadConfig.ft_steps=5 must be in \[1, num_steps=4\]"):
@@ -208,8 +209,8 @@ def test_ft_steps_leaves_the_deterministic_policy_bit_for_bit():
     (a float-level difference flips borderline evaluation episodes)."""
     cfg = FlowHeadConfig(num_steps=10, noise_std=0.3, hidden_sizes=[32, 32], time_embed_dim=8)  # dt = 0.1 is inexact
     head = FlowHead(F_DIM, action_dim=A, chunk=H, config=cfg)
-    part = copy.deepcopy(head)
-    part.config.ft_steps, part.num_decisions = 4, 4
+    part = FlowHead(F_DIM, action_dim=A, chunk=H, config=dataclasses.replace(cfg, ft_steps=4))
+    part.load_state_dict(head.state_dict())
     feat = torch.randn(B, F_DIM)
     torch.manual_seed(6)
     full = head.sample(feat, deterministic=True).trace
