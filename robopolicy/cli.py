@@ -31,6 +31,9 @@ commands:
               [workers=1] [overwrite=false]
   rank        rank candidate policies for the real robot from sim success + recorded real episodes (VSDR):
               'candidates=[runs/a,runs/b,...]' real_data=<recorded episodes> [env=arm_pick_place] [output=rank.json]
+  compare     training runs side by side, grouped into arms with what each changed:
+              'runs=[runs/a-*,runs/b-*]' [names=[a,b]] [metric=eval/success] [threshold=0.95] [budget=N]
+              [columns=[...]] [markdown=true] [plot=compare.png] [output=compare.json]
   fleet       robots and a central learner: fleet <learner|robot|demo|certs> [key=value ...] (docs/fleet.md)
 """
 
@@ -160,6 +163,41 @@ def cmd_rank(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_compare(overrides: list[str]) -> int:
+    """`robopolicy compare`: robopolicy/compare.py; prints the table, ends with one JSON line."""
+    from rich.table import Table
+
+    from robopolicy.compare import differences_rows, markdown, run_compare
+    from robopolicy.compare_config import register_compare_config
+
+    register_compare_config()
+    cfg = compose("compare", overrides)
+    result = run_compare(list(cfg.runs), names=list(cfg.names), metric=cfg.metric, threshold=cfg.threshold,
+                         budget=cfg.budget, columns=list(cfg.columns), plot=cfg.plot)
+    tables = [(result["table"]["header"], result["table"]["rows"],
+               cfg.metric + (f", budget {cfg.budget:,} env steps" if cfg.budget else ""))]
+    if result["differences"]:
+        tables.append((*differences_rows(result["differences"]), "what the arms set differently"))
+    # Off a terminal rich wraps at 80 columns; a wide table stays one row per run.
+    out = console if console.is_terminal else Console(stderr=True, width=max(console.width, 12 * len(tables[0][0])))
+    for header, rows, title in tables:
+        table = Table(title=title)
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    if cfg.markdown:
+        print("\n\n".join(markdown(header, rows) for header, rows, _ in tables))
+    if "plot" in result:
+        console.print(f"plot: {result['plot']}")
+    if cfg.output:
+        Path(cfg.output).write_text(json.dumps(result, indent=1))
+        console.print(f"written: {cfg.output}")
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_fleet(args: list[str]) -> int:
     from fleet.cli import main as fleet_main  # the fleet package builds on robopolicy, so import it only here
 
@@ -188,7 +226,7 @@ def _report(result) -> None:
 
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "quickstart": cmd_quickstart, "demos": cmd_demos,
-            "rank": cmd_rank, "fleet": cmd_fleet}
+            "rank": cmd_rank, "compare": cmd_compare, "fleet": cmd_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

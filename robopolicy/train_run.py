@@ -208,6 +208,10 @@ def build_training(cfg: DictConfig) -> TrainingSession:
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.name = run_dir.name
+    if isinstance(policy.config, PolicyConfig):
+        # The policy trained, not the policy= default: init_policy / resume replace the architecture, and the
+        # written config would otherwise name a head the run never had.
+        cfg.policy = OmegaConf.structured(policy.config)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     critic_cfg = CriticConfig(**OmegaConf.to_container(cfg.critic, resolve=True))
     privileged = getattr(env, "obs_shapes", {}).get(OBS_PRIVILEGED)

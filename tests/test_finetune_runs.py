@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_bc import bc_cfg, fake_loader, synthetic_demos  # noqa: F401  (fake_loader is a fixture)
 
 from robopolicy.checkpoint import load_policy
@@ -106,6 +107,10 @@ def test_finetune_recipe_serves_flow_and_refuses_its_options_for_tokens_until_re
                            show_progress=False).checkpoint
     flow_run = run_training(compose("train", [*recipe, f"init_policy={flow_bc}", "name=flow"]), show_progress=False)
     assert load_policy(flow_run.checkpoint).num_decisions == 3
+    # The run's config.yaml records the policy it trained (the loaded flow head with the recipe's knob), not the
+    # policy= default the command line left in place.
+    written = OmegaConf.load(flow_run.run_dir / "config.yaml").policy
+    assert written.head == "flow" and written.head_options.ft_steps == 3 and written.head_options.num_steps == 4
     token_bc = run_training(bc_cfg(tmp_path / "tok", "policy=tokens", "policy.head_options.d_model=16",
                                    "policy.head_options.num_layers=1", "policy.head_options.num_bins=8"),
                             show_progress=False).checkpoint
