@@ -175,7 +175,8 @@ def cmd_compare(overrides: list[str]) -> int:
     result = run_compare(list(cfg.runs), names=list(cfg.names), metric=cfg.metric, threshold=cfg.threshold,
                          budget=cfg.budget, columns=list(cfg.columns), plot=cfg.plot)
     tables = [(result["table"]["header"], result["table"]["rows"],
-               cfg.metric + (f", budget {cfg.budget:,} env steps" if cfg.budget else ""))]
+               cfg.metric + (f", budget {cfg.budget:,} env steps" if cfg.budget else "")),
+              (result["arm_table"]["header"], result["arm_table"]["rows"], "per arm")]
     if result["differences"]:
         tables.append((*differences_rows(result["differences"]), "what the arms set differently"))
     # Off a terminal rich wraps at 80 columns; a wide table stays one row per run.

@@ -10,7 +10,7 @@ configs, so a comparison says what was compared without anyone retyping the comm
 
 Per run: the metric at the initial evaluation, at chosen steps, its best over the periodic evaluations
 within ``budget``, the final evaluation (fresh episodes), and the first evaluation step at or above
-``threshold``. Prints a table (``markdown=true``: also as Markdown, for docs), writes ``plot`` (one panel
+``threshold``; per arm: the means and how many runs reached the threshold. Prints the tables (``markdown=true``: also as Markdown, for docs), writes ``plot`` (one panel
 per seed when the arms share their seeds: paired runs next to each other) and ``output`` (JSON), and
 ends with one JSON line.
 """
@@ -174,6 +174,35 @@ def table_rows(runs: list[RunCurve], summaries: list[dict[str, Any]], steps: lis
     return header, rows
 
 
+def arm_summaries(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per arm over its runs: means of start, best and final, and which runs reached the threshold, and when."""
+    def mean(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return sum(kept) / len(kept) if kept else None
+
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for s in summaries:
+        arms.setdefault(s["arm"], []).append(s)
+    return [{"arm": arm, "runs": len(members), "initial_mean": mean([m["initial"] for m in members]),
+             "best_mean": mean([m["best"] for m in members]), "final_mean": mean([m["final"] for m in members]),
+             "reached": sum(m["steps_to_threshold"] is not None for m in members),
+             "steps_to_threshold": [m["steps_to_threshold"] for m in members]}
+            for arm, members in arms.items()]
+
+
+def arm_rows(arms: list[dict[str, Any]], percent: bool, threshold: float | None) -> tuple[list[str], list[list[str]]]:
+    header = ["arm", "runs", "start (mean)", "best (mean)", "final (mean)"]
+    if threshold is not None:
+        header.append(f"reached {fmt(threshold, percent)}: runs, at steps")
+    rows = []
+    for a in arms:
+        hits = [f"{s // 1000}k" if s >= 1000 else str(s) for s in a["steps_to_threshold"] if s is not None]
+        reached = [f"{a['reached']} of {a['runs']}" + (f" ({', '.join(hits)})" if hits else "")]
+        rows.append([a["arm"], str(a["runs"]), fmt(a["initial_mean"], percent), fmt(a["best_mean"], percent),
+                     fmt(a["final_mean"], percent)] + ([] if threshold is None else reached))
+    return header, rows
+
+
 def differences_rows(differences: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The differences as a table: one row per config key, one column per arm."""
     arms = list(dict.fromkeys(arm for values in differences.values() for arm in values))
@@ -237,8 +266,12 @@ def run_compare(patterns: list[str], names: list[str] | None = None, metric: str
     summaries = [summarize(r, threshold, budget) for r in runs]
     steps = table_steps(runs, list(columns or []), budget)
     header, rows = table_rows(runs, summaries, steps, metric.endswith("success"), threshold)
+    arms = arm_summaries(summaries)
+    arm_header, arm_table = arm_rows(arms, metric.endswith("success"), threshold)
     result: dict[str, Any] = {"metric": metric, "threshold": threshold, "budget": budget, "runs": summaries,
-                              "differences": arm_differences(runs), "table": {"header": header, "rows": rows}}
+                              "arms": arms, "differences": arm_differences(runs),
+                              "table": {"header": header, "rows": rows},
+                              "arm_table": {"header": arm_header, "rows": arm_table}}
     if plot:
         result["plot"] = str(plot_comparison(runs, Path(plot), metric, threshold))
     return result

@@ -64,6 +64,11 @@ def test_compare_groups_arms_and_reports_best_threshold_and_differences(runs, tm
     assert result["differences"] == {"algo.learning_rate": {"base": 3e-5, "fast": 1e-4}}
     assert "| fast | 1 | 20% | 50% | 70% | 97% | 97% | 90% | 300 |" in stdout
     assert "| algo.learning_rate | 3e-05 | 0.0001 |" in stdout
+    # Per arm: base reached 95% in neither run, fast in both (at 200 and 300 steps).
+    assert [(a["arm"], a["reached"], a["steps_to_threshold"]) for a in result["arms"]] == [
+        ("base", 0, [None, None]), ("fast", 2, [200, 300])]
+    assert result["arms"][1]["best_mean"] == pytest.approx((0.96 + 0.97) / 2)
+    assert "| fast | 2 | 30% | 96% | 95% | 2 of 2 (200, 300) |" in stdout
     assert (tmp_path / "cmp.png").stat().st_size > 10_000
     assert "what the arms set differently" in stderr
 
