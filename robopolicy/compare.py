@@ -47,6 +47,8 @@ class RunCurve:
     final: float | None
     """The end-of-run evaluation on fresh episodes (eval/is_final), kept off the periodic curve."""
     final_step: int | None
+    elapsed_s: dict[int, float]
+    """Env step -> wall-clock since the run started (time/elapsed_s) at the periodic evaluations that log it."""
     settings: dict[str, Any]
     """The run's resolved config, flattened to dotted keys."""
 
@@ -110,7 +112,9 @@ def load_run(path: Path, arm: str, metric: str) -> RunCurve:
                     evals={int(r["step"]): float(r[metric]) for r in periodic},
                     initial=float(initial[0][metric]) if initial else None,
                     final=float(final[-1][metric]) if final else None,
-                    final_step=int(final[-1]["step"]) if final else None, settings=flatten(config))
+                    final_step=int(final[-1]["step"]) if final else None,
+                    elapsed_s={int(r["step"]): float(r["time/elapsed_s"]) for r in periodic if "time/elapsed_s" in r},
+                    settings=flatten(config))
 
 
 def arm_differences(runs: list[RunCurve]) -> dict[str, dict[str, Any]]:
@@ -140,7 +144,8 @@ def summarize(run: RunCurve, threshold: float | None, budget: int | None) -> dic
     hit = next((s for s, v in after_start if threshold is not None and v >= threshold), None)
     return {"run": str(run.path), "arm": run.arm, "seed": run.seed, "initial": run.initial,
             "best": max(within.values()) if within else None, "final": run.final,
-            "last_step": max(run.evals) if run.evals else None, "steps_to_threshold": hit}
+            "last_step": max(run.evals) if run.evals else None, "steps_to_threshold": hit,
+            "seconds_to_threshold": run.elapsed_s.get(hit) if hit is not None else None}
 
 
 def table_steps(runs: list[RunCurve], columns: list[int], budget: int | None) -> list[int]:
@@ -160,6 +165,13 @@ def fmt(value: float | None, percent: bool) -> str:
     return f"{100 * value:.0f}%" if percent else f"{value:.4g}"
 
 
+def reached_cell(summary: dict[str, Any]) -> str:
+    hit, seconds = summary["steps_to_threshold"], summary["seconds_to_threshold"]
+    if hit is None:
+        return "not reached"
+    return f"{hit:,}" + (f" ({seconds / 60:.0f} min)" if seconds is not None else "")
+
+
 def table_rows(runs: list[RunCurve], summaries: list[dict[str, Any]], steps: list[int], percent: bool,
                threshold: float | None) -> tuple[list[str], list[list[str]]]:
     header = ["arm", "seed", "start", *[f"{s // 1000}k" if s >= 1000 else str(s) for s in steps], "best", "final"]
@@ -170,7 +182,7 @@ def table_rows(runs: list[RunCurve], summaries: list[dict[str, Any]], steps: lis
         hit = s["steps_to_threshold"]
         rows.append([run.arm, "" if run.seed is None else str(run.seed), fmt(run.initial, percent),
                      *[fmt(run.evals.get(step), percent) for step in steps], fmt(s["best"], percent),
-                     fmt(s["final"], percent)] + ([] if threshold is None else [f"{hit:,}" if hit else "not reached"]))
+                     fmt(s["final"], percent)] + ([] if threshold is None else [reached_cell(s)]))
     return header, rows
 
 

@@ -242,6 +242,7 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     for row in offline_metrics:
         logger.log(0, row)
     trainer.iteration = int(state["iteration"])
+    trainer.elapsed_s = float(state.get("elapsed_s", 0.0))  # checkpoints before it was kept have none
     trainer.best_return = float(state.get("best_return", -float("inf")))
     return TrainingSession(cfg, run_dir, env, policy, critic, algo, source, logger, trainer)
 

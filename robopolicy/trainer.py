@@ -50,6 +50,7 @@ class Trainer:
         self.run_dir, self.cfg, self.logger = run_dir, cfg, logger
         self.step = start_step
         self.iteration = 0
+        self.elapsed_s = 0.0  # wall-clock of earlier sessions of this run (resume), evaluations included
         self.evaluator = evaluator
         # Who acts in the env: the trained policy (on-policy), or a teacher (BC on teacher data).
         self.behaviour = behaviour
@@ -64,6 +65,7 @@ class Trainer:
         eval_every = int(self.cfg.get("eval_every", 0) or 0)
         next_eval = (self.step // eval_every + 1) * eval_every if eval_every > 0 else None
         last: dict[str, float] = {}
+        session_start = time.perf_counter()
         columns = (
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("return {task.fields[ret]}  {task.fields[sps]} steps/s"), TimeElapsedColumn(),
@@ -99,6 +101,8 @@ class Trainer:
                     metrics |= self.evaluator(self.policy)
                     next_eval = (self.step // eval_every + 1) * eval_every
                     self._after_eval(metrics)
+                # Since the run started, evaluations and checkpoints included: wall-clock to a success threshold.
+                metrics["time/elapsed_s"] = self.elapsed_s + time.perf_counter() - session_start
                 self.logger.log(self.step, metrics)
                 last = metrics
                 ret = metrics.get("episode/return")
@@ -107,7 +111,7 @@ class Trainer:
                     ret="-" if ret is None else f"{ret:.1f}",
                 )
                 if self.step >= next_ckpt or self.step >= total_steps or self.stopped_at_return:
-                    self.save()
+                    self.save(elapsed_s=metrics["time/elapsed_s"])
                     next_ckpt = (self.step // every + 1) * every
                 if self.stopped_at_return:
                     what = (f"success {metrics['eval/success']:.2f}" if "eval/success" in metrics
@@ -128,9 +132,10 @@ class Trainer:
             stop_success is not None and success is not None and success >= float(stop_success)
         )
 
-    def save(self) -> Path:
+    def save(self, elapsed_s: float | None = None) -> Path:
         state = {"step": self.step, "iteration": self.iteration, "algo": self.algo.state_dict(),
-                 "policy_version": self.source.policy_version, "best_return": self.best_return}
+                 "policy_version": self.source.policy_version, "best_return": self.best_return,
+                 "elapsed_s": self.elapsed_s if elapsed_s is None else elapsed_s}
         path = save_checkpoint(self.run_dir, self.step, self.policy, self.critic, state, self.cfg)
         plot_learning_curve(self.run_dir / "metrics.jsonl", self.run_dir / "learning_curve.png", self.run_dir.name)
         return path

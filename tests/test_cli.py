@@ -48,6 +48,10 @@ def test_resume_continues_the_same_run(smoke_run: Path):
     new_steps = [json.loads(line)["step"] for line in after[len(before):]]
     assert new_steps and new_steps[0] > last_step and new_steps[-1] >= 4096
     assert json.loads(after[len(before)])["train/iteration"] > json.loads(before[-2])["train/iteration"]
+    # Wall-clock since the run started carries over the resume: it keeps rising from where the checkpoint was.
+    elapsed = [json.loads(line).get("time/elapsed_s") for line in after]
+    elapsed = [e for e in elapsed if e is not None]
+    assert elapsed and all(b > a for a, b in zip(elapsed, elapsed[1:]))
 
 
 def test_eval_reports_ci_and_writes_video(smoke_run: Path):

@@ -29,7 +29,7 @@ def write_run(root: Path, name: str, seed: int, lr: float, curve: list[float], f
     rows = []
     for i, success in enumerate(curve):
         rows.append({"step": 100 * i, "eval/success": success, "eval/return": 10 * success}
-                    | ({"eval/is_initial": 1.0} if i == 0 else {}))
+                    | ({"eval/is_initial": 1.0} if i == 0 else {"time/elapsed_s": 60.0 * i}))
         rows.append({"step": 100 * i + 50, "loss/pg": -0.01, "episode/success": 0.1})
     if final is not None:
         rows.append({"step": 100 * len(curve), "eval/success": final, "eval/is_final": 1.0})
@@ -57,12 +57,13 @@ def test_compare_groups_arms_and_reports_best_threshold_and_differences(runs, tm
     by_run = {Path(r["run"]).name: r for r in result["runs"]}
     assert [by_run[n]["arm"] for n in ("base-0", "base-1", "fast-0", "fast-1")] == ["base", "base", "fast", "fast"]
     assert by_run["fast-0"] | {"run": None} == {"run": None, "arm": "fast", "seed": 0, "initial": 0.4, "best": 0.96,
-                                                 "final": 1.0, "last_step": 300, "steps_to_threshold": 200}
+                                                 "final": 1.0, "last_step": 300, "steps_to_threshold": 200,
+                                                 "seconds_to_threshold": 120.0}
     # The final evaluation (fresh episodes, 1.0) is not a periodic one: base-0's best stays 0.7.
     assert by_run["base-0"]["best"] == 0.7 and by_run["base-0"]["steps_to_threshold"] is None
     # Only the learning rate separates the arms; init_policy varies within an arm, name and seed identify runs.
     assert result["differences"] == {"algo.learning_rate": {"base": 3e-5, "fast": 1e-4}}
-    assert "| fast | 1 | 20% | 50% | 70% | 97% | 97% | 90% | 300 |" in stdout
+    assert "| fast | 1 | 20% | 50% | 70% | 97% | 97% | 90% | 300 (3 min) |" in stdout
     assert "| algo.learning_rate | 3e-05 | 0.0001 |" in stdout
     # Per arm: base reached 95% in neither run, fast in both (at 200 and 300 steps).
     assert [(a["arm"], a["reached"], a["steps_to_threshold"]) for a in result["arms"]] == [
