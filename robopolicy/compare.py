@@ -179,7 +179,6 @@ def table_rows(runs: list[RunCurve], summaries: list[dict[str, Any]], steps: lis
         header.append(f"first ≥ {fmt(threshold, percent)}")
     rows = []
     for run, s in zip(runs, summaries):
-        hit = s["steps_to_threshold"]
         rows.append([run.arm, "" if run.seed is None else str(run.seed), fmt(run.initial, percent),
                      *[fmt(run.evals.get(step), percent) for step in steps], fmt(s["best"], percent),
                      fmt(s["final"], percent)] + ([] if threshold is None else [reached_cell(s)]))

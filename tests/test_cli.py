@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -51,7 +52,7 @@ def test_resume_continues_the_same_run(smoke_run: Path):
     # Wall-clock since the run started carries over the resume: it keeps rising from where the checkpoint was.
     elapsed = [json.loads(line).get("time/elapsed_s") for line in after]
     elapsed = [e for e in elapsed if e is not None]
-    assert elapsed and all(b > a for a, b in zip(elapsed, elapsed[1:]))
+    assert elapsed and all(b > a for a, b in itertools.pairwise(elapsed))
 
 
 def test_eval_reports_ci_and_writes_video(smoke_run: Path):
