@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from robopolicy.checkpoint import LATEST
 from robopolicy.run_logger import read_metrics
 from robopolicy.train_run import ConfigError
 
@@ -96,6 +97,19 @@ def arm_names(groups: list[list[Path]], names: list[str]) -> list[list[str]]:
             for i, group in enumerate(stripped)]
 
 
+def latest_policy_config(run: Path) -> dict[str, Any] | None:
+    """The policy config.json of the run's newest checkpoint, if it has one."""
+    latest = run / "checkpoints" / LATEST
+    if not latest.is_file():
+        return None
+    config = latest.parent / latest.read_text().strip() / "policy" / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    data.pop("format_version", None)
+    return data
+
+
 def load_run(path: Path, arm: str, metric: str) -> RunCurve:
     rows = read_metrics(path / "metrics.jsonl")
     logged = [r for r in rows if r.get(metric) is not None]
@@ -104,6 +118,9 @@ def load_run(path: Path, arm: str, metric: str) -> RunCurve:
         raise ConfigError(f"metric: {path} logs no {metric!r} (its evaluation keys: {', '.join(keys) or 'none'})")
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    saved_policy = latest_policy_config(path)
+    if saved_policy is not None:  # what was trained; older runs' config.yaml kept policy='s default under init_policy
+        config["policy"] = saved_policy
     seed = config.get("seed")
     periodic = [r for r in logged if not r.get("eval/is_final")]
     initial = [r for r in periodic if r.get("eval/is_initial") or r["step"] == 0]

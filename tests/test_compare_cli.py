@@ -18,13 +18,21 @@ def robopolicy(capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, " ".join(out.err.split())
 
 
-def write_run(root: Path, name: str, seed: int, lr: float, curve: list[float], final: float | None = None) -> Path:
+def write_run(root: Path, name: str, seed: int, lr: float, curve: list[float], final: float | None = None,
+              trained_head: str | None = None) -> Path:
     """A run folder as train writes it: evaluations every 100 steps (the first is the initial one), an update
-    row between them, and the final evaluation on fresh episodes."""
+    row between them, and the final evaluation on fresh episodes; with ``trained_head``, a checkpoint whose
+    policy config names it while config.yaml names policy='s default (as runs from init_policy wrote it)."""
     run = root / name
     run.mkdir(parents=True)
     config = {"name": name, "seed": seed, "runs_dir": str(root), "init_policy": f"/bc/bc-{seed}",
-              "algo": {"learning_rate": lr, "clip_coef": 0.05}, "env": {"id": "toy", "num_envs": 8}}
+              "algo": {"learning_rate": lr, "clip_coef": 0.05}, "env": {"id": "toy", "num_envs": 8},
+              "policy": {"head": "gaussian"}}
+    if trained_head:
+        (run / "checkpoints" / "step_000300" / "policy").mkdir(parents=True)
+        (run / "checkpoints" / "LATEST").write_text("step_000300")
+        (run / "checkpoints" / "step_000300" / "policy" / "config.json").write_text(
+            json.dumps({"head": trained_head, "format_version": 1}))
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     rows = []
     for i, success in enumerate(curve):
@@ -42,8 +50,8 @@ def runs(tmp_path) -> Path:
     root = tmp_path / "runs"
     write_run(root, "base-0", 0, 3e-5, [0.4, 0.5, 0.6, 0.7], final=0.75)
     write_run(root, "base-1", 1, 3e-5, [0.2, 0.3, 0.3, 0.4], final=0.35)
-    write_run(root, "fast-0", 0, 1e-4, [0.4, 0.8, 0.96, 0.9], final=1.0)
-    write_run(root, "fast-1", 1, 1e-4, [0.2, 0.5, 0.7, 0.97], final=0.9)
+    write_run(root, "fast-0", 0, 1e-4, [0.4, 0.8, 0.96, 0.9], final=1.0, trained_head="flow")
+    write_run(root, "fast-1", 1, 1e-4, [0.2, 0.5, 0.7, 0.97], final=0.9, trained_head="flow")
     return root
 
 
@@ -61,8 +69,10 @@ def test_compare_groups_arms_and_reports_best_threshold_and_differences(runs, tm
                                                  "seconds_to_threshold": 120.0}
     # The final evaluation (fresh episodes, 1.0) is not a periodic one: base-0's best stays 0.7.
     assert by_run["base-0"]["best"] == 0.7 and by_run["base-0"]["steps_to_threshold"] is None
-    # Only the learning rate separates the arms; init_policy varies within an arm, name and seed identify runs.
-    assert result["differences"] == {"algo.learning_rate": {"base": 3e-5, "fast": 1e-4}}
+    # The learning rate and the head separate the arms (the head as the checkpoint saved it, not as config.yaml
+    # said); init_policy varies within an arm, name and seed identify runs.
+    assert result["differences"] == {"algo.learning_rate": {"base": 3e-5, "fast": 1e-4},
+                                     "policy.head": {"base": "gaussian", "fast": "flow"}}
     assert "| fast | 1 | 20% | 50% | 70% | 97% | 97% | 90% | 300 (3 min) |" in stdout
     assert "| algo.learning_rate | 3e-05 | 0.0001 |" in stdout
     # Per arm: base reached 95% in neither run, fast in both (at 200 and 300 steps).
