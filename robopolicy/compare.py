@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from robopolicy.checkpoint import LATEST
+from robopolicy.checkpoint import LATEST, resolve_checkpoint
+from robopolicy.policy import CONFIG_NAME
 from robopolicy.run_logger import read_metrics
 from robopolicy.train_run import ConfigError
 
@@ -99,10 +100,9 @@ def arm_names(groups: list[list[Path]], names: list[str]) -> list[list[str]]:
 
 def latest_policy_config(run: Path) -> dict[str, Any] | None:
     """The policy config.json of the run's newest checkpoint, if it has one."""
-    latest = run / "checkpoints" / LATEST
-    if not latest.is_file():
+    if not (run / "checkpoints" / LATEST).is_file():  # a run stopped before its first checkpoint
         return None
-    config = latest.parent / latest.read_text().strip() / "policy" / "config.json"
+    config = resolve_checkpoint(run) / "policy" / CONFIG_NAME
     if not config.is_file():
         return None
     data = json.loads(config.read_text())
@@ -176,6 +176,10 @@ def table_steps(runs: list[RunCurve], columns: list[int], budget: int | None) ->
     return [steps[round(i * (len(steps) - 1) / 7)] for i in range(8)]
 
 
+def step_label(step: int) -> str:
+    return f"{step // 1000}k" if step >= 1000 else str(step)
+
+
 def fmt(value: float | None, percent: bool) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -191,7 +195,7 @@ def reached_cell(summary: dict[str, Any]) -> str:
 
 def table_rows(runs: list[RunCurve], summaries: list[dict[str, Any]], steps: list[int], percent: bool,
                threshold: float | None) -> tuple[list[str], list[list[str]]]:
-    header = ["arm", "seed", "start", *[f"{s // 1000}k" if s >= 1000 else str(s) for s in steps], "best", "final"]
+    header = ["arm", "seed", "start", *[step_label(s) for s in steps], "best", "final"]
     if threshold is not None:
         header.append(f"first ≥ {fmt(threshold, percent)}")
     rows = []
@@ -224,7 +228,7 @@ def arm_rows(arms: list[dict[str, Any]], percent: bool, threshold: float | None)
         header.append(f"reached {fmt(threshold, percent)}: runs, at steps")
     rows = []
     for a in arms:
-        hits = [f"{s // 1000}k" if s >= 1000 else str(s) for s in a["steps_to_threshold"] if s is not None]
+        hits = [step_label(s) for s in a["steps_to_threshold"] if s is not None]
         reached = [f"{a['reached']} of {a['runs']}" + (f" ({', '.join(hits)})" if hits else "")]
         rows.append([a["arm"], str(a["runs"]), fmt(a["initial_mean"], percent), fmt(a["best_mean"], percent),
                      fmt(a["final_mean"], percent)] + ([] if threshold is None else reached))
