@@ -37,8 +37,10 @@ METHODS = {
 }
 HEADS = ("diffusion", "flow", "tokens")
 # ``--recipe``: the experiment config of "ours". "1m" is the long-budget recipe of the issue-6 table in docs/finetuning.md.
-RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m"}
-RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std")}  # init_head_options each one sets
+# "1m_wide" is that recipe with lr 1e-4 and a per-decision clip of 0.1 (session 19).
+RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m",
+           "1m_wide": "experiment=finetune_metaworld_1m_wide"}
+RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std"), "1m_wide": ("ft_steps", "min_std")}  # init_head_options each one sets
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
@@ -149,7 +151,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--out", default="runs/bench-finetune")
     parser.add_argument("--recipe", default="short", choices=list(RECIPES),
-                        help="ours: finetune_metaworld (short) or the 1M-step recipe finetune_metaworld_1m")
+                        help="ours: finetune_metaworld (short), the 1M-step recipe finetune_metaworld_1m, or its "
+                             "wider-clip variant finetune_metaworld_1m_wide")
     parser.add_argument("--override", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
                         help="extra Hydra override for one method, e.g. o2o:algo.n_steps=200")
     args = parser.parse_args()

@@ -123,10 +123,12 @@ def test_finetune_recipe_serves_flow_and_refuses_its_options_for_tokens_until_re
     assert updates and updates[-1]["step"] == 192 and all(r["ppo/critic_warmup"] in (0.0, 1.0) for r in updates)
 
 
+@pytest.mark.parametrize("recipe", ["1m", "1m_wide"])
 @pytest.mark.parametrize("head", ["diffusion", "flow", "tokens"])
-def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head):
-    """finetune_metaworld_1m sets ft_steps and min_std; the benchmark drops what each head lacks, and what is left
-    builds that head (a token head given min_std, or a flow head given ft_steps, would refuse it by name)."""
+def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head, recipe):
+    """finetune_metaworld_1m (and its wide-clip variant) set ft_steps and min_std; the benchmark drops what each head
+    lacks, and what is left builds that head (a token head given min_std, or a flow head given ft_steps, would refuse
+    it by name)."""
     import importlib.util
     from pathlib import Path
 
@@ -136,9 +138,11 @@ def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head):
     spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    cfg = compose("train", ["env=metaworld_push", bench.RECIPES["1m"], *bench.head_overrides(head, "1m")])
+    cfg = compose("train", ["env=metaworld_push", bench.RECIPES[recipe], *bench.head_overrides(head, recipe)])
     options = dict(cfg.init_head_options)
     assert cfg.algo.n_steps == 200 and cfg.env.vectorization == "async" and cfg.total_steps == 1_000_000
-    assert options == {"diffusion": {"ft_steps": 5, "min_std": 0.2}, "flow": {"ft_steps": 5, "min_std": 0.2},
+    ft_steps = {"1m": 5, "1m_wide": 10}[recipe]
+    assert options == {"diffusion": {"ft_steps": ft_steps, "min_std": 0.2}, "flow": {"ft_steps": ft_steps, "min_std": 0.2},
                        "tokens": {}}[head]
+    assert cfg.algo.clip_coef == {"1m": 0.05, "1m_wide": 0.1}[recipe]
     build_head(head, 8, 4, 4, options)
