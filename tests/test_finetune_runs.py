@@ -144,5 +144,5 @@ def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head, recipe):
     ft_steps = {"1m": 5, "1m_wide": 10}[recipe]
     assert options == {"diffusion": {"ft_steps": ft_steps, "min_std": 0.2}, "flow": {"ft_steps": ft_steps, "min_std": 0.2},
                        "tokens": {}}[head]
-    assert cfg.algo.clip_coef == {"1m": 0.05, "1m_wide": 0.1}[recipe]
+    assert cfg.algo.clip_coef == {"1m": 0.05, "1m_wide": 0.2}[recipe]
     build_head(head, 8, 4, 4, options)
