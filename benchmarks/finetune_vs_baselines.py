@@ -42,7 +42,9 @@ HEADS = ("diffusion", "flow", "tokens")
 # "1m_wide" is that recipe with lr 1e-4 and a per-decision clip of 0.2 (sessions 19-20).
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m",
            "1m_wide": "experiment=finetune_metaworld_1m_wide"}
-RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std"), "1m_wide": ("ft_steps", "min_std")}  # init_head_options each one sets
+# The init_head_options each recipe sets; 1m_wide inherits 1m's through its defaults list.
+RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std")}
+RECIPE_HEAD_OPTIONS["1m_wide"] = RECIPE_HEAD_OPTIONS["1m"]
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
