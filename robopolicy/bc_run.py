@@ -256,7 +256,8 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                 if due(algo_cfg.checkpoint_every) and step < total:
                     save()
         if episodes > 0:
-            result = evaluate(bc.eval_policy, cfg.env, episodes=episodes, seed=10_000 + int(cfg.seed))
+            result = evaluate(bc.eval_policy, cfg.env, episodes=episodes, seed=10_000 + int(cfg.seed),
+                              deterministic=bool(cfg.get("eval_deterministic", True)))
             eval_summary = result.summary() | {"policy": f"last (step {step})"}
             final = eval_metrics(eval_summary)
             logger.log(step, final)

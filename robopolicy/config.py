@@ -62,9 +62,12 @@ class TrainConfig:
     checkpoint_every: int = 100_000
     """Env steps between checkpoints (a final one is always written)."""
     eval_episodes: int = 10
-    """Deterministic evaluation episodes at the end of training (0: skip)."""
+    """Evaluation episodes at the end of training (0: skip)."""
     eval_every: int = 0
-    """Env steps between deterministic evaluations during training (0: only at the end)."""
+    """Env steps between evaluations during training (0: only at the end)."""
+    eval_deterministic: bool = True
+    """Evaluate the policy's mean / mode (True) or the policy as it acts, sampling (False): e.g. a token
+    policy at a low temperature, whose argmax can stall where a sampled token moves on."""
     keep_best: bool = True
     """Save checkpoints/best/ whenever a periodic evaluation beats the previous best."""
     stop_return: float | None = None

@@ -283,13 +283,16 @@ def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int)
 
 
 def periodic_evaluator(cfg: DictConfig):
-    """Deterministic evaluation during training on one fixed set of seeds, apart from training's and
-    the final evaluation's: every point of a curve then scores the same initial states, so a change
-    between points is the policy's, not the draw of tasks (common random numbers)."""
+    """Evaluation during training on one fixed set of seeds, apart from training's and the final
+    evaluation's: every point of a curve then scores the same initial states, so a change between
+    points is the policy's, not the draw of tasks (common random numbers). Deterministic unless
+    ``eval_deterministic`` is false; sampled evaluations also draw the policy's noise from a fixed seed."""
     episodes = max(1, int(cfg.eval_episodes))
+    deterministic = bool(cfg.get("eval_deterministic", True))
 
     def run(policy: Policy) -> dict[str, float]:
-        return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000).summary())
+        return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000,
+                                     deterministic=deterministic).summary())
 
     return run
 
@@ -316,7 +319,7 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                 which = f"best (step {(best / 'step.txt').read_text().split()[0]})"
             video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
-                              video_path=video)
+                              deterministic=bool(cfg.get("eval_deterministic", True)), video_path=video)
             eval_summary = result.summary() | {"policy": which}
             session.logger.log(trainer.step, eval_metrics(eval_summary) | {"eval/is_final": 1.0})
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -35,3 +37,26 @@ def test_init_policy_for_another_env_is_rejected(pretrained, tmp_path):
                                           r"the env Hopper-v5 needs \(11, 3, 1\)"):
         run_training(cfg, show_progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_eval_deterministic_false_scores_the_sampled_policy(pretrained, tmp_path):
+    """Periodic (seed 20000) and final (seed 10000 + seed) evaluations sample the policy when asked to."""
+    from omegaconf import OmegaConf
+
+    from robopolicy.evaluate import evaluate
+
+    cfg = compose("train", [*BASE, f"runs_dir={tmp_path}", "name=ft", f"init_policy={pretrained}",
+                            "algo.learning_rate=0.0", "total_steps=512", "eval_every=512", "eval_episodes=3",
+                            "eval_deterministic=false", "keep_best=false"])
+    run = run_training(cfg, show_progress=False).run_dir
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    periodic = [r["eval/return"] for r in rows if "eval/return" in r and "eval/is_final" not in r]
+    final = [r["eval/return"] for r in rows if "eval/is_final" in r]
+    policy, env = load_policy(run), OmegaConf.load(run / "config.yaml").env
+
+    def score(deterministic: bool, seed: int) -> float:
+        return evaluate(policy, env, episodes=3, seed=seed, deterministic=deterministic).summary()["return_mean"]
+
+    assert periodic[-1] == pytest.approx(score(False, 20_000))
+    assert final == [pytest.approx(score(False, 10_000 + int(cfg.seed)))]
+    assert score(False, 20_000) != pytest.approx(score(True, 20_000))  # the flag changes what is scored
