@@ -6,9 +6,11 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from robopolicy.checkpoint import load_policy
 from robopolicy.cli import compose
+from robopolicy.evaluate import evaluate
 from robopolicy.train_run import ConfigError, run_training
 
 BASE = ["experiment=inverted_pendulum", "logger=none", "eval_episodes=0", "total_steps=1024", "env.num_envs=2"]
@@ -41,10 +43,6 @@ def test_init_policy_for_another_env_is_rejected(pretrained, tmp_path):
 
 def test_eval_deterministic_false_scores_the_sampled_policy(pretrained, tmp_path):
     """Periodic (seed 20000) and final (seed 10000 + seed) evaluations sample the policy when asked to."""
-    from omegaconf import OmegaConf
-
-    from robopolicy.evaluate import evaluate
-
     cfg = compose("train", [*BASE, f"runs_dir={tmp_path}", "name=ft", f"init_policy={pretrained}",
                             "algo.learning_rate=0.0", "total_steps=512", "eval_every=512", "eval_episodes=3",
                             "eval_deterministic=false", "keep_best=false"])
