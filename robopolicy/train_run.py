@@ -282,13 +282,19 @@ def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int)
         raise ConfigError(str(err)) from err
 
 
+def eval_deterministic(cfg: DictConfig) -> bool:
+    """Whether evaluations score the policy's mean / mode; true for run configs written before the key existed
+    (a resumed run keeps its saved config)."""
+    return bool(cfg.get("eval_deterministic", True))
+
+
 def periodic_evaluator(cfg: DictConfig):
     """Evaluation during training on one fixed set of seeds, apart from training's and the final
     evaluation's: every point of a curve then scores the same initial states, so a change between
     points is the policy's, not the draw of tasks (common random numbers). Deterministic unless
     ``eval_deterministic`` is false; sampled evaluations also draw the policy's noise from a fixed seed."""
     episodes = max(1, int(cfg.eval_episodes))
-    deterministic = bool(cfg.get("eval_deterministic", True))
+    deterministic = eval_deterministic(cfg)
 
     def run(policy: Policy) -> dict[str, float]:
         return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000,
@@ -319,7 +325,7 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                 which = f"best (step {(best / 'step.txt').read_text().split()[0]})"
             video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
-                              deterministic=bool(cfg.get("eval_deterministic", True)), video_path=video)
+                              deterministic=eval_deterministic(cfg), video_path=video)
             eval_summary = result.summary() | {"policy": which}
             session.logger.log(trainer.step, eval_metrics(eval_summary) | {"eval/is_final": 1.0})
     finally:
