@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from robopolicy.train_run import ConfigError
 
 # Keys that name a run rather than configure it: never an arm's setting.
 RUN_IDENTITY = ("name", "seed", "runs_dir", "resume")
+# What matplotlib can write: plot=none (Hydra's string, not None) is caught instead of saved as none.png.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 SEED_SUFFIX = re.compile(r"[-_](?:s|seed)?\d+$")
 
 
@@ -75,11 +78,28 @@ def find_runs(patterns: Iterable[str]) -> list[list[Path]]:
             if (path / "metrics.jsonl").is_file():
                 found.append(path)
             elif path.is_dir():
-                found += sorted(p.parent for p in path.rglob("metrics.jsonl"))
+                found += runs_below(path)
         if not found:
             raise ConfigError(f"runs: {pattern!r} matches no run folder (a folder holding metrics.jsonl)")
         runs.append(found)
     return runs
+
+
+def runs_below(root: Path) -> list[Path]:
+    """Run folders under ``root``, following links to folders (an arm is often a folder of links to runs kept
+    elsewhere; Path.rglob does not follow them before Python 3.13); each real folder is visited once, so a
+    link cycle ends."""
+    found, visited = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders.clear()
+            continue
+        visited.add(real)
+        subfolders.sort()
+        if "metrics.jsonl" in files:
+            found.append(Path(folder))
+    return sorted(found)
 
 
 def arm_names(groups: list[list[Path]], names: list[str]) -> list[list[str]]:
@@ -287,6 +307,9 @@ def run_compare(patterns: list[str], names: list[str] | None = None, metric: str
     """Load, group and summarize the runs; writes the plot; returns everything the CLI prints."""
     if not patterns:
         raise ConfigError("runs: give at least one run folder or glob, e.g. 'runs=[runs/a-*,runs/b-*]'")
+    if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(f"plot: {plot!r} is not an image file name (one of {', '.join(PLOT_SUFFIXES)}); "
+                          "plot=null skips the plot")
     groups = find_runs(patterns)
     seen: set[Path] = set()
     runs = []

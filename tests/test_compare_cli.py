@@ -121,3 +121,24 @@ def test_bad_input_is_named(runs, capsys, args, message):
     code, _, stderr = robopolicy(capsys, "compare", *[a.format(root=runs) for a in args], "plot=null", "output=null")
     assert code == 2
     assert message.format(root=runs) in stderr
+
+
+def test_a_folder_of_links_to_runs_is_an_arm(runs, tmp_path, capsys):
+    arm = tmp_path / "arms" / "fast"
+    arm.mkdir(parents=True)
+    for name in ("fast-0", "fast-1"):
+        (arm / name).symlink_to(runs / name, target_is_directory=True)
+    (arm / "loop").symlink_to(arm, target_is_directory=True)  # a link cycle must end, not recurse forever
+    code, stdout, stderr = robopolicy(capsys, "compare", f"runs=[{arm}]", "names=[fast]", "plot=null", "output=null")
+    assert code == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert [(Path(r["run"]).name, r["best"]) for r in result["runs"]] == [("fast-0", 0.96), ("fast-1", 0.97)]
+
+
+def test_plot_that_is_not_an_image_name_is_refused_before_anything_is_written(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = robopolicy(capsys, "compare", f"runs=[{runs}/base-*]", "plot=none", "output=null")
+    assert code == 2
+    assert ("config error: plot: 'none' is not an image file name (one of .png, .pdf, .svg, .jpg); "
+            "plot=null skips the plot") in stderr
+    assert not (tmp_path / "none").exists() and not (tmp_path / "none.png").exists()
