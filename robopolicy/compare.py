@@ -96,7 +96,7 @@ def runs_below(root: Path) -> list[Path]:
             subfolders.clear()
             continue
         visited.add(real)
-        subfolders.sort()
+        subfolders.sort()  # a run reached by two links is kept under the same name on every machine
         if "metrics.jsonl" in files:
             found.append(Path(folder))
     return sorted(found)

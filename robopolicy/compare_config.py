@@ -26,7 +26,7 @@ class CompareConfig:
     markdown: bool = False
     """Also print the table as Markdown (for docs)."""
     plot: str | None = "compare.png"
-    """PNG of the curves (None: no plot)."""
+    """Image of the curves (.png, .pdf, .svg or .jpg; None: no plot)."""
     output: str | None = "compare.json"
     """JSON with every figure of the table and each arm's settings (None: not written)."""
 
