@@ -2,7 +2,8 @@
 
 Same process, same thread count, Meta-World-sized state (39-D) and action (4-D). For each policy
 we time one full chunk prediction (encoder + all denoising / integration / decoding steps):
-    ours: diffusion (10 DDIM steps), flow (10 Euler steps), tokens (H*A autoregressive tokens)
+    ours: diffusion (10 DDIM steps), flow (10 Euler steps), tokens (H*A autoregressive tokens, KV cache)
+    ours, tokens without the cache: the same weights, one full causal pass per token (the decoding before)
     LeRobot DiffusionPolicy at its default config (1D-conv U-Net, DDPM, 100 steps, horizon 64)
     LeRobot DiffusionPolicy matched to our diffusion policy in parameter count and steps (DDIM 10)
 
@@ -45,7 +46,25 @@ def ours(head: str, chunk: int, options: dict):
     def act():
         return policy.act(obs, deterministic=True).actions
 
+    act.policy, act.obs = policy, obs
     return act, sum(p.numel() for p in policy.parameters())
+
+
+def uncached_tokens(policy_act):
+    """The token policy of ``policy_act``, decoded greedily with one full causal pass over the growing prefix
+    per token (TokenHead._decode), as TokenHead.sample did before its KV cache."""
+    policy = policy_act.policy
+    head, obs = policy.head, policy_act.obs
+
+    @torch.inference_mode()
+    def act():
+        feat = policy.features(obs)
+        tokens = torch.zeros(feat.shape[0], 0, dtype=torch.int64)
+        for _ in range(head.num_decisions):
+            tokens = torch.cat([tokens, head._decode(feat, tokens)[:, -1:].argmax(-1)], dim=1)
+        return policy.scaler.to_env(head.detokenize(tokens))
+
+    return act
 
 
 def lerobot_diffusion(**overrides):
@@ -86,14 +105,21 @@ def main() -> None:
     repeats = 20 if args.quick else 100
 
     results: dict[str, dict] = {}
+    acts = {}
     for name, head, options in [
         ("ours_diffusion", "diffusion", {"num_inference_steps": 10}),
         ("ours_flow", "flow", {"num_steps": 10}),
         ("ours_tokens", "tokens", {}),
     ]:
-        fn, params = ours(head, args.chunk, options)
-        results[name] = {"ms": median_ms(fn, repeats), "params": params}
+        acts[name], params = ours(head, args.chunk, options)
+        results[name] = {"ms": median_ms(acts[name], repeats), "params": params}
         print(f"{name:>26}: {results[name]['ms']:7.2f} ms/chunk  ({params / 1e6:.2f}M params)", flush=True)
+    uncached = uncached_tokens(acts["ours_tokens"])
+    # Same greedy tokens either way, or the two timings would not be of the same policy.
+    assert torch.allclose(uncached(), acts["ours_tokens"](), atol=1e-6), "cached and full-pass decoding disagree"
+    results["ours_tokens_uncached"] = {"ms": median_ms(uncached, repeats), "params": results["ours_tokens"]["params"]}
+    print(f"{'ours_tokens_uncached':>26}: {results['ours_tokens_uncached']['ms']:7.2f} ms/chunk  (the same weights, "
+          f"no KV cache)", flush=True)
 
     fn, params, cfg = lerobot_diffusion()
     # ~250M parameters and 100 DDPM steps: tens of seconds per chunk on a CPU, so few repeats.
@@ -119,6 +145,8 @@ def main() -> None:
                                                                  / results["ours_diffusion"]["ms"], 2)
     summary["ratio_lerobot_default_over_ours_diffusion"] = round(results["lerobot_default"]["ms"]
                                                                  / results["ours_diffusion"]["ms"], 2)
+    summary["ratio_tokens_uncached_over_cached"] = round(results["ours_tokens_uncached"]["ms"]
+                                                          / results["ours_tokens"]["ms"], 2)
     summary["threads"], summary["chunk"] = args.threads, args.chunk
     print(json.dumps(summary))
 

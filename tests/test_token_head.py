@@ -79,6 +79,21 @@ def test_temperature_sharpens_the_acting_policy_but_not_the_bc_fit():
         assert torch.equal(cold.imitation_loss(feat, actions), warm.imitation_loss(feat, actions))
 
 
+def test_cached_decoding_matches_teacher_forcing_at_every_position():
+    """sample() runs one token per step over cached keys and values; its logits at every position must be
+    the full causal pass's, or the logp stored at rollout would not be the one PPO recomputes."""
+    torch.manual_seed(3)
+    head = make_head(num_layers=3, d_model=48, num_heads=6)
+    with torch.no_grad():
+        for p in head.parameters():  # larger weights than at init: sharp, position-dependent logits
+            p.mul_(3.0)
+        feat = torch.randn(64, F_DIM)
+        s = head.sample(feat)
+        full = torch.log_softmax(head.logits(feat, s.trace), -1).gather(-1, s.trace.unsqueeze(-1)).squeeze(-1)
+    assert s.logp.std() > 0.1  # not a flat distribution that any decoder would match
+    assert torch.allclose(s.logp, full, atol=1e-4)
+
+
 def test_log_prob_is_differentiable():
     torch.manual_seed(3)
     head = make_head()

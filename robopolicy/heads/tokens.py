@@ -171,21 +171,46 @@ class TokenHead(ActionHead):
 
         Stochastic tokens are drawn from softmax(logits / temperature) (argmax when deterministic), and
         logp is the log of that same distribution: the density that ``log_prob`` recomputes.
-        Cost: S forward passes over growing prefixes (no KV cache; fine for S <= ~32).
+        Each step feeds only the newest token and attends over cached keys and values, so a chunk costs
+        S one-token passes, not S passes over growing prefixes (same logits as ``_decode``).
         """
-        b = feat.shape[0]
-        tokens = torch.zeros(b, 0, dtype=torch.int64, device=feat.device)
-        logps = []
-        for _ in range(self.num_decisions):
-            logits = self._decode(feat, tokens)[:, -1] / self.config.temperature  # (B, num_bins), next token
+        cache: list[tuple[Tensor, Tensor] | None] = [None] * len(self.decoder.layers)
+        x = self.feat_proj(feat).unsqueeze(1)  # (B, 1, d): position 0 is the prefix
+        tokens, logps = [], []
+        for s in range(self.num_decisions):
+            logits = self._decode_next(x + self.pos_embed[s], cache) / self.config.temperature  # (B, num_bins)
             logp_all = F.log_softmax(logits, dim=-1)
             if deterministic:
                 tok = logits.argmax(dim=-1)
             else:
                 tok = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
             logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
-            tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=1)
-        return ActionSample(actions=self.detokenize(tokens), trace=tokens, logp=torch.stack(logps, dim=1))
+            tokens.append(tok)
+            x = self.token_embed(tok).unsqueeze(1)
+        trace = torch.stack(tokens, dim=1)
+        return ActionSample(actions=self.detokenize(trace), trace=trace, logp=torch.stack(logps, dim=1))
+
+    def _decode_next(self, x: Tensor, cache: list[tuple[Tensor, Tensor] | None]) -> Tensor:
+        """One causal step: the newest input (B, 1, d) -> its logits (B, num_bins); appends to ``cache``.
+
+        The same pre-norm layers as ``self.decoder``, run from their own weights: nn.TransformerEncoderLayer
+        has no incremental mode. Dropout is skipped, as in eval mode (RL keeps dropout at 0).
+        """
+        for i, layer in enumerate(self.decoder.layers):
+            attn = layer.self_attn
+            q, k, v = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+            if cache[i] is not None:
+                k, v = torch.cat([cache[i][0], k], dim=1), torch.cat([cache[i][1], v], dim=1)
+            cache[i] = (k, v)
+            b, n, d = k.shape
+            heads = attn.num_heads
+            # The newest position attends to every cached one (itself included): no mask needed.
+            out = F.scaled_dot_product_attention(q.view(b, 1, heads, -1).transpose(1, 2),
+                                                 k.view(b, n, heads, -1).transpose(1, 2),
+                                                 v.view(b, n, heads, -1).transpose(1, 2))
+            x = x + attn.out_proj(out.transpose(1, 2).reshape(b, 1, d))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+        return self.out(self.out_norm(x))[:, 0]
 
     def policy_logits(self, feat: Tensor, trace: Tensor) -> Tensor:
         """The acting policy's logits (B, S, num_bins): the teacher-forced logits over the temperature."""
