@@ -46,15 +46,13 @@ def ours(head: str, chunk: int, options: dict):
     def act():
         return policy.act(obs, deterministic=True).actions
 
-    act.policy, act.obs = policy, obs
-    return act, sum(p.numel() for p in policy.parameters())
+    return act, policy, obs
 
 
-def uncached_tokens(policy_act):
-    """The token policy of ``policy_act``, decoded greedily with one full causal pass over the growing prefix
-    per token (TokenHead._decode), as TokenHead.sample did before its KV cache."""
-    policy = policy_act.policy
-    head, obs = policy.head, policy_act.obs
+def uncached_tokens(policy, obs):
+    """A token policy decoded greedily with one full causal pass over the growing prefix per token
+    (TokenHead._decode), as TokenHead.sample did before its KV cache."""
+    head = policy.head
 
     @torch.inference_mode()
     def act():
@@ -105,18 +103,23 @@ def main() -> None:
     repeats = 20 if args.quick else 100
 
     results: dict[str, dict] = {}
-    acts = {}
+    token_policy = None
     for name, head, options in [
         ("ours_diffusion", "diffusion", {"num_inference_steps": 10}),
         ("ours_flow", "flow", {"num_steps": 10}),
         ("ours_tokens", "tokens", {}),
     ]:
-        acts[name], params = ours(head, args.chunk, options)
-        results[name] = {"ms": median_ms(acts[name], repeats), "params": params}
+        fn, policy, obs = ours(head, args.chunk, options)
+        params = sum(p.numel() for p in policy.parameters())
+        results[name] = {"ms": median_ms(fn, repeats), "params": params}
         print(f"{name:>26}: {results[name]['ms']:7.2f} ms/chunk  ({params / 1e6:.2f}M params)", flush=True)
-    uncached = uncached_tokens(acts["ours_tokens"])
+        if head == "tokens":
+            token_policy = (fn, policy, obs)
+    cached, policy, obs = token_policy
+    uncached = uncached_tokens(policy, obs)
     # Same greedy tokens either way, or the two timings would not be of the same policy.
-    assert torch.allclose(uncached(), acts["ours_tokens"](), atol=1e-6), "cached and full-pass decoding disagree"
+    if not torch.allclose(uncached(), cached(), atol=1e-6):
+        raise SystemExit("inference_latency: cached and full-pass token decoding disagree")
     results["ours_tokens_uncached"] = {"ms": median_ms(uncached, repeats), "params": results["ours_tokens"]["params"]}
     print(f"{'ours_tokens_uncached':>26}: {results['ours_tokens_uncached']['ms']:7.2f} ms/chunk  (the same weights, "
           f"no KV cache)", flush=True)
