@@ -1,4 +1,4 @@
-"""Per-chunk inference latency at batch 1, state observations: our heads vs LeRobot DiffusionPolicy.
+"""Per-chunk inference latency at batch 1 (or --batch B), state observations: our heads vs LeRobot DiffusionPolicy.
 
 Same process, same thread count, Meta-World-sized state (39-D) and action (4-D). For each policy
 we time one full chunk prediction (encoder + all denoising / integration / decoding steps):
@@ -34,13 +34,13 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def ours(head: str, chunk: int, options: dict):
+def ours(head: str, chunk: int, options: dict, batch: int = 1):
     from robopolicy.policy import Policy, PolicyConfig
     from robopolicy.types import OBS_STATE
 
     policy = Policy(PolicyConfig(head=head, head_options=options, state_dim=STATE_DIM, action_dim=ACTION_DIM,
                                  chunk=chunk, action_low=[-1.0] * ACTION_DIM, action_high=[1.0] * ACTION_DIM)).eval()
-    obs = {OBS_STATE: torch.randn(1, STATE_DIM)}
+    obs = {OBS_STATE: torch.randn(batch, STATE_DIM)}
 
     @torch.inference_mode()
     def act():
@@ -65,7 +65,7 @@ def uncached_tokens(policy, obs):
     return act
 
 
-def lerobot_diffusion(**overrides):
+def lerobot_diffusion(batch: int = 1, **overrides):
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
@@ -82,12 +82,12 @@ def lerobot_diffusion(**overrides):
         **overrides,
     )
     policy = DiffusionPolicy(cfg).eval()
-    batch = {"observation.state": torch.randn(1, cfg.n_obs_steps, 4),
-             "observation.environment_state": torch.randn(1, cfg.n_obs_steps, STATE_DIM - 4)}
+    inputs = {"observation.state": torch.randn(batch, cfg.n_obs_steps, 4),
+              "observation.environment_state": torch.randn(batch, cfg.n_obs_steps, STATE_DIM - 4)}
 
     @torch.inference_mode()
     def act():
-        return policy.predict_action_chunk(batch)
+        return policy.predict_action_chunk(inputs)
 
     return act, sum(p.numel() for p in policy.parameters()), cfg
 
@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (< 1 minute)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = all cores here)")
     parser.add_argument("--chunk", type=int, default=8, help="action chunk H of our heads")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="observations per call (1: one robot; 8: a fine-tuning rollout's envs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -109,7 +111,7 @@ def main() -> None:
         ("ours_flow", "flow", {"num_steps": 10}),
         ("ours_tokens", "tokens", {}),
     ]:
-        fn, policy, obs = ours(head, args.chunk, options)
+        fn, policy, obs = ours(head, args.chunk, options, args.batch)
         params = sum(p.numel() for p in policy.parameters())
         results[name] = {"ms": median_ms(fn, repeats), "params": params}
         print(f"{name:>26}: {results[name]['ms']:7.2f} ms/chunk  ({params / 1e6:.2f}M params)", flush=True)
@@ -124,7 +126,7 @@ def main() -> None:
     print(f"{'ours_tokens_uncached':>26}: {results['ours_tokens_uncached']['ms']:7.2f} ms/chunk  (the same weights, "
           f"no KV cache)", flush=True)
 
-    fn, params, cfg = lerobot_diffusion()
+    fn, params, cfg = lerobot_diffusion(args.batch)
     # ~250M parameters and 100 DDPM steps: tens of seconds per chunk on a CPU, so few repeats.
     results["lerobot_default"] = {"ms": median_ms(fn, 1 if args.quick else 3, warmup=0 if args.quick else 1),
                                   "params": params,
@@ -135,7 +137,7 @@ def main() -> None:
     # Matched: the smallest U-Net LeRobot builds here (down_dims 32, 64: 0.32M params vs our 0.24M),
     # DDIM with our 10 steps and an 8-step action chunk.
     target = results["ours_diffusion"]["params"]
-    fn, params, cfg = lerobot_diffusion(down_dims=(32, 64), diffusion_step_embed_dim=32, horizon=16,
+    fn, params, cfg = lerobot_diffusion(args.batch, down_dims=(32, 64), diffusion_step_embed_dim=32, horizon=16,
                                         n_action_steps=args.chunk, noise_scheduler_type="DDIM",
                                         num_inference_steps=10)
     results["lerobot_matched"] = {"ms": median_ms(fn, repeats), "params": params}
@@ -150,7 +152,7 @@ def main() -> None:
                                                                  / results["ours_diffusion"]["ms"], 2)
     summary["ratio_tokens_uncached_over_cached"] = round(results["ours_tokens_uncached"]["ms"]
                                                           / results["ours_tokens"]["ms"], 2)
-    summary["threads"], summary["chunk"] = args.threads, args.chunk
+    summary["threads"], summary["chunk"], summary["batch"] = args.threads, args.chunk, args.batch
     print(json.dumps(summary))
 
 
