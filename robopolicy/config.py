@@ -71,7 +71,8 @@ class TrainConfig:
     keep_best: bool = True
     """Save checkpoints/best/ whenever a periodic evaluation beats the previous best."""
     stop_return: float | None = None
-    """Stop training once a periodic evaluation reaches this mean return (None: never)."""
+    """Stop training once a periodic evaluation reaches this mean return (None: never); an init_policy whose
+    starting evaluation already reaches it is not trained (the run ends at step 0)."""
     video: bool = False
     """Write an mp4 of one evaluation episode at the end."""
     resume: str | None = None
@@ -87,7 +88,8 @@ class TrainConfig:
     teacher: str | None = None
     """Teacher policy / checkpoint / run folder for the distill term (algo=distill)."""
     stop_success: float | None = None
-    """Stop training once a periodic evaluation reaches this success rate in [0, 1] (None: never)."""
+    """Stop training once a periodic evaluation reaches this success rate in [0, 1] (None: never); an init_policy
+    whose starting evaluation already reaches it is not trained (the run ends at step 0)."""
     update_obs_stats: bool | None = None
     """Keep updating the policy's observation statistics from rollouts; None: yes for a fresh policy,
     no when starting from init_policy (its statistics are what its weights were trained on)."""

@@ -76,6 +76,11 @@ class Trainer:
             start = self.evaluator(self.policy) | {"eval/is_initial": 1.0}
             self.logger.log(0, start)
             self._after_eval(start)
+            if self.stopped_at_return:
+                # Nothing to fine-tune: the run ends at step 0 and its checkpoint is the starting policy.
+                print(f"not training: the starting policy's eval {self._stop_reason(start)} already reaches the "
+                      f"stop threshold")
+                return start
         with Progress(*columns, disable=not show_progress) as bar:
             task = bar.add_task("train", total=total_steps, completed=self.step, ret="-", sps="-")
             while self.step < total_steps:
@@ -114,11 +119,15 @@ class Trainer:
                     self.save(elapsed_s=metrics["time/elapsed_s"])
                     next_ckpt = (self.step // every + 1) * every
                 if self.stopped_at_return:
-                    what = (f"success {metrics['eval/success']:.2f}" if "eval/success" in metrics
-                            else f"return {metrics['eval/return']:.1f}")
-                    bar.console.print(f"stopping at step {self.step:,}: eval {what} reached the stop threshold")
+                    bar.console.print(f"stopping at step {self.step:,}: eval {self._stop_reason(metrics)} reached "
+                                      f"the stop threshold")
                     break
         return last
+
+    @staticmethod
+    def _stop_reason(metrics: dict[str, float]) -> str:
+        return (f"success {metrics['eval/success']:.2f}" if "eval/success" in metrics
+                else f"return {metrics['eval/return']:.1f}")
 
     def _after_eval(self, metrics: dict[str, float]) -> None:
         eval_return, success = metrics["eval/return"], metrics.get("eval/success")

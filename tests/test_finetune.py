@@ -58,3 +58,17 @@ def test_eval_deterministic_false_scores_the_sampled_policy(pretrained, tmp_path
     assert periodic[-1] == pytest.approx(score(False, 20_000))
     assert final == [pytest.approx(score(False, 10_000 + int(cfg.seed)))]
     assert score(False, 20_000) != pytest.approx(score(True, 20_000))  # the flag changes what is scored
+
+
+def test_a_start_that_meets_the_stop_threshold_is_not_trained(pretrained, tmp_path, capsys):
+    """The initial evaluation of init_policy already reaches stop_return: the run ends at step 0 with the starting
+    weights as its checkpoint (it used to run one update and then fail reading that update's eval metrics)."""
+    cfg = compose("train", [*BASE, f"runs_dir={tmp_path}", "name=ft", f"init_policy={pretrained}",
+                            "eval_every=512", "eval_episodes=2", "stop_return=-1e9", "keep_best=false"])
+    result = run_training(cfg, show_progress=False)
+    assert "not training: the starting policy's eval return" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 0] and rows[0]["eval/is_initial"] == 1.0 and rows[1]["eval/is_final"] == 1.0
+    assert result.checkpoint.name == "step_000000000"
+    for (name, a), b in zip(load_policy(pretrained).state_dict().items(), load_policy(result.run_dir).state_dict().values()):
+        assert torch.equal(a, b), name
