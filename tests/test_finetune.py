@@ -62,7 +62,8 @@ def test_eval_deterministic_false_scores_the_sampled_policy(pretrained, tmp_path
 
 def test_a_start_that_meets_the_stop_threshold_is_not_trained(pretrained, tmp_path, capsys):
     """The initial evaluation of init_policy already reaches stop_return: the run ends at step 0 with the starting
-    weights as its checkpoint (it used to run one update and then fail reading that update's eval metrics)."""
+    weights as its checkpoint. It used to run one update before stopping, and to fail with KeyError 'eval/return'
+    when that update had no evaluation."""
     cfg = compose("train", [*BASE, f"runs_dir={tmp_path}", "name=ft", f"init_policy={pretrained}",
                             "eval_every=512", "eval_episodes=2", "stop_return=-1e9", "keep_best=false"])
     result = run_training(cfg, show_progress=False)
