@@ -124,3 +124,25 @@ def test_min_std_final_needs_a_head_with_a_floor():
         build(min_std_final=0.1)
     with pytest.raises(ValueError, match="algo.min_std_final: invalid value 0.0"):
         PPOConfig(min_std_final=0.0)
+
+
+def test_behaviour_neg_logp_estimates_the_token_chains_entropy_and_skips_masked_steps():
+    from robopolicy.algorithms.ppo import behaviour_neg_logp
+    from robopolicy.heads.tokens import TokenHead, TokenHeadConfig
+
+    torch.manual_seed(0)
+    head = TokenHead(4, action_dim=2, chunk=2, config=TokenHeadConfig(num_bins=6, d_model=16, num_heads=2))
+    feat = torch.randn(1, 4).expand(20000, 4)
+    with torch.no_grad():
+        s = head.sample(feat)
+        # The chain's entropy: the expected sum of the exact per-token entropies along sampled prefixes.
+        exact = head.entropy(feat, s.trace).sum(-1).mean().item()
+    batch = MiniBatch(obs={}, trace=s.trace, logp=s.logp, advantages=torch.zeros(20000), returns=torch.zeros(20000),
+                      value=torch.zeros(20000))
+    assert exact > 1.0  # a spread policy, so a wrong sign or a missing sum over decisions shows
+    assert behaviour_neg_logp(batch) == pytest.approx(exact, rel=0.02)
+    # Steps outside the pg term (an operator's action) do not count: here only the first two rows.
+    logp = torch.tensor([[-1.0, -2.0], [-3.0, -1.0], [-50.0, -50.0]])
+    masked = MiniBatch(obs={}, trace=torch.zeros(3, 2), logp=logp, advantages=torch.zeros(3), returns=torch.zeros(3),
+                       value=torch.zeros(3), extras={"pg_mask": torch.tensor([1.0, 1.0, 0.0])})
+    assert behaviour_neg_logp(masked) == pytest.approx(3.5)

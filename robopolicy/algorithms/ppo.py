@@ -304,6 +304,7 @@ class PPO:
             out["ppo/min_std"] = self._set_min_std(progress)
         with torch.no_grad():
             out["value/explained_variance"] = explained_variance(self.critic(batch.norm_obs), batch.returns)
+            out["ppo/behaviour_neg_logp"] = behaviour_neg_logp(batch)
         out.update(
             {
                 "ppo/minibatches": float(count),
@@ -340,6 +341,17 @@ class PPO:
             self.policy.config.head_options["min_std"] = state["min_std"]["now"]
         if self.return_normalizer is not None and "return_normalizer" in state:
             self.return_normalizer.load_state_dict(state["return_normalizer"])
+
+
+def behaviour_neg_logp(batch: MiniBatch) -> float:
+    """Mean over the rollout of -log pi(chain) summed over a policy step's decisions: a Monte-Carlo estimate of
+    the acting policy's entropy per step (differential for Gaussian chains, exact-in-expectation for tokens). It
+    shows whether exploration collapses as PPO sharpens the policy; steps left out of pg (pg_mask) are skipped."""
+    neg_logp = -batch.logp.sum(-1)
+    mask = batch.extras.get("pg_mask")
+    if mask is None:
+        return float(neg_logp.mean())
+    return float((neg_logp * mask).sum() / mask.sum().clamp(min=1.0))
 
 
 def minibatch_epochs(
