@@ -207,7 +207,8 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.name = run_dir.name
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
+    logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger,
+                       resume_step=None if resume_ckpt is None else int(state["step"]))
     sampler = DemoSampler(obs, actions, algo_cfg.batch_size, seed=int(cfg.seed) + int(state["step"]))
     evaluator = periodic_evaluator(cfg)
     step, best = int(state["step"]), float(state.get("best_return", -float("inf")))

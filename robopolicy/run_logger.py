@@ -14,12 +14,17 @@ PLOT_KEYS = ("episode/return", "episode/success", "eval/return", "eval/success")
 class RunLogger:
     """Appends one JSON object per iteration to metrics.jsonl and mirrors it to wandb."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], backend: str = "wandb", resume: bool = False):
+    def __init__(self, run_dir: Path, config: dict[str, Any], backend: str = "wandb", resume_step: int | None = None):
+        """``resume_step``: the step of the checkpoint a resumed run continues from (None: a fresh run, which starts
+        a new metrics.jsonl). Rows past it were logged by the run after its last checkpoint and will be logged
+        again; they move to metrics.superseded.jsonl, so the curve has each step once and nothing is lost."""
         if backend not in ("wandb", "none"):
             raise ValueError(f"logger must be 'wandb' or 'none', got {backend!r}")
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
-        self._file = self.metrics_path.open("a" if resume else "w")
+        if resume_step is not None and self.metrics_path.exists():
+            supersede_rows_after(self.metrics_path, resume_step)
+        self._file = self.metrics_path.open("a" if resume_step is not None else "w")
         self._wandb = None
         if backend == "wandb":
             import wandb  # heavy import: only when asked for
@@ -46,6 +51,21 @@ class RunLogger:
 
 def _json_float(v: float) -> float | None:
     return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def supersede_rows_after(metrics_path: Path, step: int) -> int:
+    """Move the rows of ``metrics_path`` logged after ``step`` to metrics.superseded.jsonl (appended, so a run
+    resumed twice keeps both); returns how many moved. The file is replaced atomically."""
+    lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line)["step"] <= step]
+    moved = [line for line in lines if json.loads(line)["step"] > step]
+    if moved:
+        with (metrics_path.parent / "metrics.superseded.jsonl").open("a") as f:
+            f.write("".join(line + "\n" for line in moved))
+        tmp = metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(metrics_path)
+    return len(moved)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -235,7 +235,8 @@ def build_training(cfg: DictConfig) -> TrainingSession:
         algo.load_state_dict(state["algo"])
     source = experience_source(cfg, algo_cfg, env, seed=int(env_cfg.seed) + int(state["step"]))
     source.policy_version = int(state["policy_version"])
-    logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger, resume=resume_ckpt is not None)
+    logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger,
+                       resume_step=None if resume_ckpt is None else int(state["step"]))
     behaviour = aux["teacher"] if algo_cfg.act_with == "teacher" else None
     trainer = Trainer(policy, critic, algo, source, run_dir, cfg, logger, start_step=int(state["step"]),
                       evaluator=periodic_evaluator(cfg), behaviour=behaviour)

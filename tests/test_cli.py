@@ -55,6 +55,48 @@ def test_resume_continues_the_same_run(smoke_run: Path):
     assert elapsed and all(b > a for a, b in itertools.pairwise(elapsed))
 
 
+def test_resume_after_a_crash_past_the_last_checkpoint_logs_each_step_once(tmp_path: Path):
+    """A run dies after logging rows past its last checkpoint (here: its last checkpoint folder is removed, as if the
+    process was killed before saving it). Resuming from the checkpoint before redoes those steps: metrics.jsonl
+    must hold each step once, in order, and the rows it replaced must be kept in metrics.superseded.jsonl."""
+    import shutil
+
+    out = robopolicy("train", "experiment=inverted_pendulum", "total_steps=2048", "checkpoint_every=1024",
+                     "eval_episodes=0", "logger=none", f"runs_dir={tmp_path}", "name=crash")
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "crash"
+    original = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kept_ckpt = sorted((run / "checkpoints").glob("step_*"))[0]
+    for later in sorted((run / "checkpoints").glob("step_*"))[1:]:
+        shutil.rmtree(later)
+    (run / "checkpoints" / "LATEST").write_text(kept_ckpt.name)
+    ckpt_step = int(kept_ckpt.name.split("_")[1])
+    lost = [r for r in original if r["step"] > ckpt_step]
+    assert lost, "the first run logged nothing past its first checkpoint: the crash is not simulated"
+
+    out = robopolicy("train", f"resume={run}", "total_steps=2048", "eval_episodes=0", "logger=none")
+    assert out.returncode == 0, out.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)), steps
+    assert steps[-1] >= 2048
+    superseded = [json.loads(line) for line in (run / "metrics.superseded.jsonl").read_text().splitlines()]
+    assert superseded == lost
+
+
+def test_supersede_rows_after_moves_only_later_rows_and_appends(tmp_path: Path):
+    from robopolicy.run_logger import supersede_rows_after
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (0, 10, 20, 30)))
+    assert supersede_rows_after(metrics, 10) == 2
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [0, 10]
+    metrics.write_text(metrics.read_text() + json.dumps({"step": 15}) + "\n")
+    assert supersede_rows_after(metrics, 0) == 2  # a second resume appends to the superseded rows
+    old = [json.loads(line)["step"] for line in (tmp_path / "metrics.superseded.jsonl").read_text().splitlines()]
+    assert old == [20, 30, 10, 15]
+    assert supersede_rows_after(metrics, 100) == 0
+
+
 def test_eval_reports_ci_and_writes_video(smoke_run: Path):
     out = robopolicy("eval", f"ckpt={smoke_run}", "episodes=3", "video=true")
     assert out.returncode == 0, out.stderr
