@@ -66,9 +66,9 @@ def test_resume_after_a_crash_past_the_last_checkpoint_logs_each_step_once(tmp_p
     assert out.returncode == 0, out.stderr
     run = tmp_path / "crash"
     original = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    kept_ckpt = sorted((run / "checkpoints").glob("step_*"))[0]
-    for later in sorted((run / "checkpoints").glob("step_*"))[1:]:
-        shutil.rmtree(later)
+    kept_ckpt, *later = sorted((run / "checkpoints").glob("step_*"))
+    for folder in later:
+        shutil.rmtree(folder)
     (run / "checkpoints" / "LATEST").write_text(kept_ckpt.name)
     ckpt_step = int(kept_ckpt.name.split("_")[1])
     lost = [r for r in original if r["step"] > ckpt_step]
