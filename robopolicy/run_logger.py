@@ -56,9 +56,11 @@ def _json_float(v: float) -> float | None:
 def supersede_rows_after(metrics_path: Path, step: int) -> int:
     """Move the rows of ``metrics_path`` logged after ``step`` to metrics.superseded.jsonl (appended, so a run
     resumed twice keeps both); returns how many moved. The file is replaced atomically."""
-    lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
-    keep = [line for line in lines if json.loads(line)["step"] <= step]
-    moved = [line for line in lines if json.loads(line)["step"] > step]
+    keep: list[str] = []
+    moved: list[str] = []
+    for line in metrics_path.read_text().splitlines():
+        if line.strip():
+            (moved if json.loads(line)["step"] > step else keep).append(line)
     if moved:
         with (metrics_path.parent / "metrics.superseded.jsonl").open("a") as f:
             f.write("".join(line + "\n" for line in moved))
