@@ -73,3 +73,22 @@ def test_a_start_that_meets_the_stop_threshold_is_not_trained(pretrained, tmp_pa
     assert result.checkpoint.name == "step_000000000"
     for (name, a), b in zip(load_policy(pretrained).state_dict().items(), load_policy(result.run_dir).state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_token_experiment_fine_tunes_a_chunk_1_token_policy(tmp_path):
+    """experiment=finetune_metaworld_tokens takes a token policy as it is: no diffusion/flow head option
+    (ft_steps, min_std) reaches it, it acts one action per step, and it is fine-tuned at temperature 0.25."""
+    small = ["env=inverted_pendulum", "env.num_envs=2", "env.vectorization=sync", "logger=none", "eval_episodes=0",
+             f"runs_dir={tmp_path}"]
+    pre = run_training(compose("train", [*small, "policy=tokens", "policy.head_options.d_model=16",
+                                         "policy.head_options.num_bins=8", "total_steps=256", "algo.n_steps=128",
+                                         "algo.batch_size=128", "name=pre"]), show_progress=False).run_dir
+    cfg = compose("train", ["experiment=finetune_metaworld_tokens", *small, f"init_policy={pre}", "name=ft",
+                            "total_steps=512", "algo.n_steps=128", "algo.batch_size=64",
+                            "algo.critic_warmup_updates=1"])
+    ft = run_training(cfg, show_progress=False).run_dir
+    policy = load_policy(ft)
+    assert (policy.config.chunk, policy.head.config.temperature) == (1, 0.25)
+    rows = [json.loads(line) for line in (ft / "metrics.jsonl").read_text().splitlines()]
+    actor_updates = [r for r in rows if r.get("ppo/critic_warmup") == 0.0]
+    assert actor_updates and all(r["pg/approx_kl_step"] > 0 for r in actor_updates)
