@@ -1,7 +1,7 @@
 """Fine-tuning a BC policy: our recipes vs naive BC -> PPO, steps to a success threshold.
 
 All methods start from the same BC policy (``--head``: diffusion by default, flow or tokens; chunks of
-4) pretrained on the same 10
+4, one action per step under ``--recipe tokens``) pretrained on the same 10
 noisy scripted demos, and fine-tune it in the same Meta-World task in this one invocation:
 
     ours    critic warm-up, then small actor steps (experiment=finetune_metaworld)
@@ -21,6 +21,9 @@ one plot of all curves, and ends with one JSON line.
         --seeds 1 --steps 1000000 --eval-every 64000     # session 17: 95% at 640k
     python benchmarks/finetune_vs_baselines.py --recipe 1m_wide --head flow --methods ours --task metaworld_reach \
         --seeds 0 1 2 --steps 1000000 --eval-every 64000 # session 20: 95% by 320k on all three
+    python benchmarks/finetune_vs_baselines.py --recipe tokens --head tokens --methods ours --task metaworld_reach \
+        --seeds 0 1 2 --steps 1000000 --eval-every 64000 --override bc:policy.head_options.d_model=128
+        # session 25's token recipe from 128-wide BCs (its runs: 2 of 3 by 1M)
 """
 
 from __future__ import annotations
@@ -39,12 +42,20 @@ METHODS = {
 }
 HEADS = ("diffusion", "flow", "tokens")
 # ``--recipe``: the experiment config of "ours". "1m" is the long-budget recipe of the issue-6 table in docs/finetuning.md.
-# "1m_wide" is that recipe with lr 1e-4 and a per-decision clip of 0.2 (sessions 19-20).
+# "1m_wide" is that recipe with lr 1e-4 and a per-decision clip of 0.2 (sessions 19-20). "tokens" is the token
+# head's: one action per policy step at temperature 0.25 (session 25).
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m",
-           "1m_wide": "experiment=finetune_metaworld_1m_wide"}
+           "1m_wide": "experiment=finetune_metaworld_1m_wide", "tokens": "experiment=finetune_metaworld_tokens"}
 # The init_head_options each recipe sets; 1m_wide inherits 1m's through its defaults list.
-RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std")}
+RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std"), "tokens": ("temperature",)}
 RECIPE_HEAD_OPTIONS["1m_wide"] = RECIPE_HEAD_OPTIONS["1m"]
+# Env steps per policy step, for the BC and every method of an invocation (they share the BC checkpoint).
+RECIPE_CHUNK = {"tokens": 1}
+DEFAULT_CHUNK = 4
+
+
+def recipe_chunk(recipe: str) -> int:
+    return RECIPE_CHUNK.get(recipe, DEFAULT_CHUNK)
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
@@ -73,7 +84,8 @@ def head_bc(head: str, lr: float | None = None) -> list[str]:
 
 
 def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int,
-            head: str = "diffusion", bc_lr: float | None = None) -> tuple[Path, Path, float]:
+            head: str = "diffusion", bc_lr: float | None = None, chunk: int = DEFAULT_CHUNK,
+            bc_overrides: list[str] | None = None) -> tuple[Path, Path, float]:
     """Noisy whole-episode demos and a BC policy with ``head``: (dataset, bc checkpoint, BC success)."""
     from hydra.utils import instantiate
 
@@ -85,9 +97,9 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
     dcfg = compose("demos", [f"env={task}", f"episodes={demos}", f"root={root / f'demos-{seed}'}", "action_noise=0.3",
                              "suboptimal_frac=0.2", "stop_on_success=false", f"seed={seed}", "overwrite=true"])
     dataset = Path(instantiate(dcfg.recorder))
-    bc = run_training(compose("train", [f"env={task}", "env.chunk=4", "algo=bc", f"policy={head}", f"seed={seed}",
+    bc = run_training(compose("train", [f"env={task}", f"env.chunk={chunk}", "algo=bc", f"policy={head}", f"seed={seed}",
                                         f"dataset={dataset}", f"algo.steps={bc_steps}", "algo.warmup_steps=100",
-                                        *head_bc(head, bc_lr),
+                                        *head_bc(head, bc_lr), *(bc_overrides or []),
                                         "algo.eval_every=0", f"eval_episodes={eval_episodes}", "logger=none",
                                         f"runs_dir={root}", f"name=bc-{seed}"]), show_progress=False)
     return dataset, bc.checkpoint, float(bc.eval_summary["success_rate"]) if bc.eval_summary else float("nan")
@@ -97,7 +109,7 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     from robopolicy.cli import compose
     from robopolicy.train_run import run_training
 
-    cfg = compose("train", [f"env={task}", "env.chunk=4", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
+    cfg = compose("train", [f"env={task}", f"env.chunk={recipe_chunk(args.recipe)}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
                             *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
                             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
@@ -155,18 +167,22 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--out", default="runs/bench-finetune")
     parser.add_argument("--recipe", default="short", choices=list(RECIPES),
-                        help="ours: finetune_metaworld (short), the 1M-step recipe finetune_metaworld_1m, or its "
-                             "wider-clip variant finetune_metaworld_1m_wide")
+                        help="ours: finetune_metaworld (short), the 1M-step recipe finetune_metaworld_1m, its "
+                             "wider-clip variant finetune_metaworld_1m_wide, or the token head's "
+                             "finetune_metaworld_tokens (one action per step: every method and the BC use chunk 1)")
     parser.add_argument("--override", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
-                        help="extra Hydra override for one method, e.g. o2o:algo.n_steps=200")
+                        help="extra Hydra override for one method, e.g. o2o:algo.n_steps=200, or for the BC "
+                             "that all start from: bc:policy.head_options.d_model=128")
     args = parser.parse_args()
     overrides: dict[str, list[str]] = {}
     for item in args.override:
         method, sep, kv = item.partition(":")
-        if not sep or method not in METHODS:
-            parser.error(f"--override {item!r}: expected METHOD:KEY=VALUE with METHOD in {list(METHODS)}")
+        if not sep or method not in (*METHODS, "bc"):
+            parser.error(f"--override {item!r}: expected METHOD:KEY=VALUE with METHOD in {[*METHODS, 'bc']}")
         overrides.setdefault(method, []).append(kv)
     args.override = overrides
+    if args.recipe == "tokens" and args.head != "tokens":
+        parser.error(f"--recipe tokens sets a token head's temperature; --head is {args.head!r} (use --head tokens)")
     demos, bc_steps = 10, 3000
     if args.quick:
         demos, bc_steps, args.steps, args.eval_every, args.eval_episodes = 2, 100, 1600, 1600, 2
@@ -179,7 +195,7 @@ def main() -> None:
     results, starts = [], {}
     for seed in args.seeds:
         dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head,
-                                            args.bc_lr)
+                                            args.bc_lr, recipe_chunk(args.recipe), args.override.get("bc"))
         print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
         for method in args.methods:
             r = finetune(method, args.task, seed, root, dataset, bc, args)

@@ -146,3 +146,27 @@ def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head, recipe):
                        "tokens": {}}[head]
     assert cfg.algo.clip_coef == {"1m": 0.05, "1m_wide": 0.2}[recipe]
     build_head(head, 8, 4, 4, options)
+
+
+def test_benchmark_token_recipe_acts_one_action_per_step():
+    """--recipe tokens: the token head's experiment (chunk 1, temperature 0.25) builds a token head, the BC and every
+    method use chunk 1, and the recipe refuses another head by name."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from robopolicy.heads import build_head
+
+    path = Path(__file__).parents[1] / "benchmarks" / "finetune_vs_baselines.py"
+    spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = compose("train", ["env=metaworld_reach", bench.RECIPES["tokens"], *bench.head_overrides("tokens", "tokens")])
+    assert dict(cfg.init_head_options) == {"temperature": 0.25} and cfg.env.chunk == 1
+    assert (bench.recipe_chunk("tokens"), bench.recipe_chunk("1m_wide")) == (1, 4)
+    build_head("tokens", 8, 4, 1, dict(cfg.init_head_options))
+    out = subprocess.run([sys.executable, str(path), "--recipe", "tokens", "--head", "flow"], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 2
+    assert "--recipe tokens sets a token head's temperature; --head is 'flow' (use --head tokens)" in out.stderr
