@@ -49,13 +49,14 @@ RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_
 # The init_head_options each recipe sets; 1m_wide inherits 1m's through its defaults list.
 RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std"), "tokens": ("temperature",)}
 RECIPE_HEAD_OPTIONS["1m_wide"] = RECIPE_HEAD_OPTIONS["1m"]
-# Env steps per policy step, for the BC and every method of an invocation (they share the BC checkpoint).
-RECIPE_CHUNK = {"tokens": 1}
-DEFAULT_CHUNK = 4
 
 
 def recipe_chunk(recipe: str) -> int:
-    return RECIPE_CHUNK.get(recipe, DEFAULT_CHUNK)
+    """Env steps per policy step, read off the recipe's config (4, or 1 for tokens). The BC and every method of an
+    invocation use it: they share the BC checkpoint, whose chunk init_policy checks against the env's."""
+    from robopolicy.cli import compose
+
+    return int(compose("train", [RECIPES[recipe]]).env.chunk)
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
@@ -84,7 +85,7 @@ def head_bc(head: str, lr: float | None = None) -> list[str]:
 
 
 def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_episodes: int,
-            head: str = "diffusion", bc_lr: float | None = None, chunk: int = DEFAULT_CHUNK,
+            head: str = "diffusion", bc_lr: float | None = None, chunk: int = 4,
             bc_overrides: list[str] | None = None) -> tuple[Path, Path, float]:
     """Noisy whole-episode demos and a BC policy with ``head``: (dataset, bc checkpoint, BC success)."""
     from hydra.utils import instantiate
@@ -109,7 +110,7 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     from robopolicy.cli import compose
     from robopolicy.train_run import run_training
 
-    cfg = compose("train", [f"env={task}", f"env.chunk={recipe_chunk(args.recipe)}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
+    cfg = compose("train", [f"env={task}", f"env.chunk={args.chunk}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
                             *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
                             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
                             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
@@ -183,6 +184,7 @@ def main() -> None:
     args.override = overrides
     if args.recipe == "tokens" and args.head != "tokens":
         parser.error(f"--recipe tokens sets a token head's temperature; --head is {args.head!r} (use --head tokens)")
+    args.chunk = recipe_chunk(args.recipe)
     demos, bc_steps = 10, 3000
     if args.quick:
         demos, bc_steps, args.steps, args.eval_every, args.eval_episodes = 2, 100, 1600, 1600, 2
@@ -195,7 +197,7 @@ def main() -> None:
     results, starts = [], {}
     for seed in args.seeds:
         dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head,
-                                            args.bc_lr, recipe_chunk(args.recipe), args.override.get("bc"))
+                                            args.bc_lr, args.chunk, args.override.get("bc"))
         print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
         for method in args.methods:
             r = finetune(method, args.task, seed, root, dataset, bc, args)

@@ -123,21 +123,27 @@ def test_finetune_recipe_serves_flow_and_refuses_its_options_for_tokens_until_re
     assert updates and updates[-1]["step"] == 192 and all(r["ppo/critic_warmup"] in (0.0, 1.0) for r in updates)
 
 
+def _finetune_benchmark():
+    """benchmarks/finetune_vs_baselines.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "finetune_vs_baselines.py"
+    spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 @pytest.mark.parametrize("recipe", ["1m", "1m_wide"])
 @pytest.mark.parametrize("head", ["diffusion", "flow", "tokens"])
 def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head, recipe):
     """finetune_metaworld_1m (and its wide-clip variant) set ft_steps and min_std; the benchmark drops what each head
     lacks, and what is left builds that head (a token head given min_std, or a flow head given ft_steps, would refuse
     it by name)."""
-    import importlib.util
-    from pathlib import Path
-
     from robopolicy.heads import build_head
 
-    path = Path(__file__).parents[1] / "benchmarks" / "finetune_vs_baselines.py"
-    spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _finetune_benchmark()
     cfg = compose("train", ["env=metaworld_push", bench.RECIPES[recipe], *bench.head_overrides(head, recipe)])
     options = dict(cfg.init_head_options)
     assert cfg.algo.n_steps == 200 and cfg.env.vectorization == "async" and cfg.total_steps == 1_000_000
@@ -151,22 +157,17 @@ def test_benchmark_1m_recipe_gives_each_head_options_it_accepts(head, recipe):
 def test_benchmark_token_recipe_acts_one_action_per_step():
     """--recipe tokens: the token head's experiment (chunk 1, temperature 0.25) builds a token head, the BC and every
     method use chunk 1, and the recipe refuses another head by name."""
-    import importlib.util
     import subprocess
     import sys
-    from pathlib import Path
 
     from robopolicy.heads import build_head
 
-    path = Path(__file__).parents[1] / "benchmarks" / "finetune_vs_baselines.py"
-    spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _finetune_benchmark()
     cfg = compose("train", ["env=metaworld_reach", bench.RECIPES["tokens"], *bench.head_overrides("tokens", "tokens")])
     assert dict(cfg.init_head_options) == {"temperature": 0.25} and cfg.env.chunk == 1
     assert (bench.recipe_chunk("tokens"), bench.recipe_chunk("1m_wide")) == (1, 4)
     build_head("tokens", 8, 4, 1, dict(cfg.init_head_options))
-    out = subprocess.run([sys.executable, str(path), "--recipe", "tokens", "--head", "flow"], capture_output=True,
+    out = subprocess.run([sys.executable, bench.__file__, "--recipe", "tokens", "--head", "flow"], capture_output=True,
                          text=True, check=False)
     assert out.returncode == 2
     assert "--recipe tokens sets a token head's temperature; --head is 'flow' (use --head tokens)" in out.stderr
