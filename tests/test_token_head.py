@@ -218,6 +218,41 @@ def test_quantile_bins_equalize_mass():
         make_head().fit_bins(data)
 
 
+def _quantized_expert_push_successes(head: TokenHead | None, seeds: range, record: list | None = None) -> int:
+    """Episodes of push-v3 the scripted expert wins when each action goes through ``head``'s bins (token -> center)."""
+    import gymnasium as gym
+    import numpy as np
+
+    import envs.metaworld as mw
+
+    expert, env, wins = mw.scripted_expert("push-v3"), gym.make(mw.task_env_id("push-v3")), 0
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        for _ in range(200):
+            action = torch.from_numpy(np.clip(expert.get_action(obs), -1, 1).astype(np.float32)).view(1, 1, -1)
+            if record is not None:
+                record.append(action)
+            if head is not None:
+                action = head.detokenize(head.tokenize(action))
+            obs, _, _, _, info = env.step(action.view(-1).numpy())
+            if info["success"]:
+                wins += 1
+                break
+    return wins
+
+
+def test_quantile_bins_keep_the_scripted_experts_push_success():
+    """The token vocabulary is not what holds push back (session 26): 64 quantile bins fitted to the expert's own
+    actions keep its success, where 4 uniform bins (centers +-0.25, +-0.75) lose it."""
+    actions: list[torch.Tensor] = []
+    assert _quantized_expert_push_successes(None, range(3), actions) == 3
+    fitted = TokenHead(8, 4, 1, TokenHeadConfig(num_bins=64, binning="quantile"))
+    fitted.fit_bins(torch.cat(actions))
+    assert _quantized_expert_push_successes(fitted, range(100, 110)) == 10
+    coarse = TokenHead(8, 4, 1, TokenHeadConfig(num_bins=4))
+    assert _quantized_expert_push_successes(coarse, range(100, 110)) <= 2
+
+
 def test_state_dict_roundtrip_reproduces_log_prob(tmp_path):
     torch.manual_seed(8)
     head = make_head(binning="quantile")
