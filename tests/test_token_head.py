@@ -238,6 +238,7 @@ def _quantized_expert_push_successes(head: TokenHead | None, seeds: range, recor
             if info["success"]:
                 wins += 1
                 break
+    env.close()
     return wins
 
 
