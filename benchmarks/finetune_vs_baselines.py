@@ -32,6 +32,7 @@ one plot of all curves, and ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -49,28 +50,29 @@ HEADS = ("diffusion", "flow", "tokens")
 # head's: one action per policy step at temperature 0.25 (session 25).
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m",
            "1m_wide": "experiment=finetune_metaworld_1m_wide", "tokens": "experiment=finetune_metaworld_tokens"}
-# The init_head_options each recipe sets; 1m_wide inherits 1m's through its defaults list.
-RECIPE_HEAD_OPTIONS = {"short": ("ft_steps",), "1m": ("ft_steps", "min_std"), "tokens": ("temperature",)}
-RECIPE_HEAD_OPTIONS["1m_wide"] = RECIPE_HEAD_OPTIONS["1m"]
+@functools.cache
+def recipe_config(recipe: str):
+    """The recipe's composed train config: what it sets is read off it, not kept in a second table here."""
+    from robopolicy.cli import compose
+
+    return compose("train", [RECIPES[recipe]])
 
 
 def recipe_chunk(recipe: str) -> int:
     """Env steps per policy step, read off the recipe's config (4, or 1 for tokens). The BC and every method of an
     invocation use it: they share the BC checkpoint, whose chunk init_policy checks against the env's."""
-    from robopolicy.cli import compose
-
-    return int(compose("train", [RECIPES[recipe]]).env.chunk)
+    return int(recipe_config(recipe).env.chunk)
 
 
 def head_overrides(head: str, recipe: str = "short") -> list[str]:
-    """Remove the recipe's head options that ``head``'s config has no field for (tokens: ft_steps and min_std), read
-    off the head registry so a head that gains an option keeps it (flow gained ft_steps in session 18)."""
+    """Remove the init_head_options the recipe sets that ``head``'s config has no field for (tokens: ft_steps and
+    min_std), read off the head registry so a head that gains an option keeps it (flow gained ft_steps in session 18)."""
     from dataclasses import fields
 
     from robopolicy.heads import HEADS as HEAD_REGISTRY
 
     accepted = {f.name for f in fields(HEAD_REGISTRY[head][1])}
-    return [f"~init_head_options.{key}" for key in RECIPE_HEAD_OPTIONS[recipe] if key not in accepted]
+    return [f"~init_head_options.{key}" for key in recipe_config(recipe).init_head_options if key not in accepted]
 
 
 def ours_overrides(head: str, recipe: str) -> list[str]:
