@@ -113,10 +113,29 @@ def test_ema_weights_differ_from_raw_and_lag_behind():
 
 
 @pytest.mark.parametrize(("key", "value"), [("steps", 0), ("batch_size", 0), ("ema_decay", 1.0), ("grad_clip", 0.0),
-                                            ("lr_schedule", "linear"), ("learning_rate", -1.0), ("log_every", 0)])
+                                            ("lr_schedule", "linear"), ("learning_rate", -1.0), ("log_every", 0),
+                                            ("obs_noise", -0.1)])
 def test_invalid_bc_config_names_the_field(key, value):
     with pytest.raises(ValueError, match=rf"algo\.{key}"):
         BCConfig(**{key: value})
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_obs_noise_perturbs_the_normalized_state_by_its_std(noise):
+    demos, _ = synthetic_demos(512, 4, 2, 1)
+    policy = small_policy("gaussian", 4, 2, 1)
+    set_obs_stats(policy, demos.stats, demos.obs)
+    seen = []
+    forward = policy.encoder.features_and_estimate
+    policy.encoder.features_and_estimate = lambda obs, augment=False: (seen.append(obs[OBS_STATE]), forward(obs))[1]
+    bc = BC(policy, BCConfig(steps=1, warmup_steps=0, obs_noise=noise))
+    batch = {"obs": {OBS_STATE: demos.obs[OBS_STATE]}, "actions": demos.actions}
+    bc.update(batch)
+    clean = policy.normalizer({OBS_STATE: demos.obs[OBS_STATE]})[OBS_STATE]
+    delta = seen[0] - clean
+    # In dataset stds: the normalized state moves by N(0, noise^2) in every dimension (512 x 4 draws).
+    assert abs(delta.std().item() - noise) < 0.05 and abs(delta.mean().item()) < 0.05
+    assert torch.equal(batch["obs"][OBS_STATE], demos.obs[OBS_STATE])  # the demos themselves are untouched
 
 
 def test_dimension_mismatch_names_both_shapes():

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from robopolicy.objective.estimate import estimate_loss
 from robopolicy.policy import Policy, freeze_parameters
-from robopolicy.types import Obs
+from robopolicy.types import OBS_STATE, Obs
 
 
 @dataclass
@@ -65,6 +65,9 @@ class BCConfig:
     """Weight of the imitation loss. 0 trains a camera student's estimator on the estimate loss alone (still
     logged as loss/bc): with its teacher's layers frozen, demos those layers cannot fit (noisy, off-path) would
     otherwise bend the estimate away from the true state to fit the labels."""
+    obs_noise: float = 0.0
+    """Std of Gaussian noise added to the normalized ``observation.state`` of each BC sample (in dataset stds),
+    so the policy also learns the demo's action in states near the demo's; 0 trains on the demo states only."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -74,13 +77,14 @@ class BCConfig:
             "warmup_steps": self.warmup_steps >= 0, "eval_every": self.eval_every >= 0,
             "checkpoint_every": self.checkpoint_every >= 0, "log_every": self.log_every >= 1,
             "estimate_coef": self.estimate_coef >= 0, "imitation_coef": self.imitation_coef >= 0,
+            "obs_noise": self.obs_noise >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             k = bad[0]
             raise ValueError(f"algo.{k}: invalid value {getattr(self, k)!r} "
                              "(steps, batch_size, log_every >= 1; learning_rate, weight_decay, warmup_steps, "
-                             "eval_every, checkpoint_every >= 0; grad_clip > 0; 0 <= ema_decay < 1; "
+                             "eval_every, checkpoint_every, obs_noise >= 0; grad_clip > 0; 0 <= ema_decay < 1; "
                              "lr_schedule in {constant, cosine})")
 
 
@@ -164,6 +168,9 @@ class BC:
         # Demo actions outside the env's bounds are clamped: heads model [-1, 1].
         target = policy.scaler.from_env(batch["actions"]).clamp(-1.0, 1.0)
         norm_obs = policy.normalizer(batch["obs"])
+        if self.config.obs_noise > 0 and OBS_STATE in norm_obs:
+            state = norm_obs[OBS_STATE]
+            norm_obs = {**norm_obs, OBS_STATE: state + self.config.obs_noise * torch.randn_like(state)}
         feat, estimate = policy.encoder.features_and_estimate(norm_obs, augment=True)
         if self.config.imitation_coef > 0:
             imitation = policy.head.imitation_loss(feat, target)
