@@ -197,6 +197,38 @@ def test_bimodal_imitation_reproduces_both_modes_and_roundtrip():
     assert ((second - first).abs() <= width).float().mean() > 0.95  # second token follows the first's mode
 
 
+def _prefix_sensitivity(input_dropout: float) -> float:
+    """Fit 64 samples whose 2 action dimensions are independent noise around a per-sample mean; return the mean
+    total variation between p(tok_1 | feat, tok_0) and p(tok_1 | feat, tok_0 + 1) on those samples."""
+    torch.manual_seed(0)
+    n, nb = 64, 32
+    head = TokenHead(8, action_dim=2, chunk=1, config=TokenHeadConfig(num_bins=nb, d_model=32, num_heads=2,
+                                                                      input_dropout=input_dropout))
+    feat = torch.randn(n, 8)
+    actions = (0.3 * torch.tanh(feat[:, :2]) + 0.3 * torch.randn(n, 2)).clamp(-0.95, 0.95).unsqueeze(1)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(400):
+        loss = head.imitation_loss(feat, actions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head.eval()
+    tok = head.tokenize(actions)
+    moved = tok.clone()
+    moved[:, 0] = torch.where(tok[:, 0] < nb - 1, tok[:, 0] + 1, tok[:, 0] - 1)
+    with torch.no_grad():
+        p, q = (head.logits(feat, t)[:, 1].softmax(-1) for t in (tok, moved))
+    return 0.5 * (p - q).abs().sum(-1).mean().item()
+
+
+def test_input_dropout_stops_the_prefix_from_keying_the_next_tokens_noise():
+    # Without it the fit memorizes token 1's noise keyed on token 0 (one bin away it predicts another sample's
+    # noise); with every input token random the next-token distribution cannot depend on the prefix.
+    keyed, free = _prefix_sensitivity(0.0), _prefix_sensitivity(1.0)
+    assert keyed > 0.3, keyed
+    assert free < 0.1, free
+
+
 def test_quantile_bins_equalize_mass():
     torch.manual_seed(7)
     head = make_head(binning="quantile")
@@ -271,7 +303,7 @@ def test_state_dict_roundtrip_reproduces_log_prob(tmp_path):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("num_bins", 1), ("binning", "log"), ("d_model", 0), ("num_layers", 0), ("num_heads", 3),
-    ("dropout", 1.0), ("temperature", 0.0), ("label_std", -1.0),
+    ("dropout", 1.0), ("temperature", 0.0), ("label_std", -1.0), ("input_dropout", 1.5),
 ])
 def test_invalid_config_raises_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

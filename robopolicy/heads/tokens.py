@@ -53,6 +53,11 @@ class TokenHeadConfig:
     """BC targets: 0 = one-hot tokens; > 0 = a Gaussian of this std (in uniform bin widths, 2 / num_bins)
     around the continuous action, integrated over each bin (HL-Gauss), so neighbouring bins share
     credit and the classifier learns that bins are ordered."""
+    input_dropout: float = 0.0
+    """BC only: the probability that each teacher-forced input token is replaced by a uniformly random one. With
+    noisy demos a one-hot fit can use the earlier tokens of a sample as a key to its later (independent) noise,
+    so one bin's change in token 0 moves the rest (session 27); random inputs make the prefix an unreliable key.
+    PPO's log-probs always see the true prefix."""
 
     def __post_init__(self) -> None:
         if self.binning not in BINNINGS:
@@ -72,6 +77,8 @@ class TokenHeadConfig:
             raise ValueError(f"TokenHeadConfig.temperature must be finite and > 0, got {self.temperature}")
         if not (self.label_std >= 0.0 and math.isfinite(self.label_std)):
             raise ValueError(f"TokenHeadConfig.label_std must be finite and >= 0, got {self.label_std}")
+        if not 0.0 <= self.input_dropout <= 1.0:
+            raise ValueError(f"TokenHeadConfig.input_dropout must be in [0, 1], got {self.input_dropout}")
 
 
 class TokenHead(ActionHead):
@@ -234,7 +241,11 @@ class TokenHead(ActionHead):
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """Teacher-forced cross-entropy of the tokenized target chunks (B, H, A); scalar (mean over B*S)."""
         tokens = self.tokenize(actions)
-        logits = self.logits(feat, tokens)
+        inputs = tokens
+        if self.training and self.config.input_dropout > 0:
+            swap = torch.rand(tokens.shape, device=tokens.device) < self.config.input_dropout
+            inputs = torch.where(swap, torch.randint_like(tokens, self.config.num_bins), tokens)
+        logits = self.logits(feat, inputs)
         if self.config.label_std == 0.0:
             return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
         return -(self.soft_targets(actions) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
