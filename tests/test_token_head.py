@@ -170,6 +170,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def fit_imitation(head: TokenHead, feat: torch.Tensor, actions: torch.Tensor, steps: int) -> torch.Tensor:
+    """Adam (lr 3e-3) on the BC loss for ``steps`` full-batch steps; the last loss."""
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = head.imitation_loss(feat, actions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss
+
+
 def test_bimodal_imitation_reproduces_both_modes_and_roundtrip():
     torch.manual_seed(6)
     head = TokenHead(4, action_dim=1, chunk=2, config=TokenHeadConfig(num_bins=16, d_model=32, num_heads=2))
@@ -180,12 +191,7 @@ def test_bimodal_imitation_reproduces_both_modes_and_roundtrip():
     width = 2.0 / 16
     assert (head.detokenize(head.tokenize(actions)) - actions).abs().max() <= width / 2 + 1e-6
     feat = torch.ones(n, 4)
-    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    for _ in range(100):
-        loss = head.imitation_loss(feat, actions)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    loss = fit_imitation(head, feat, actions, steps=100)
     # Entropy of a fair coin spread over S = 2 tokens: ln 2 / 2 per token is the minimum of the mean CE.
     assert loss.item() < 0.5
     with torch.no_grad():
@@ -206,12 +212,7 @@ def _prefix_sensitivity(input_dropout: float) -> float:
                                                                       input_dropout=input_dropout))
     feat = torch.randn(n, 8)
     actions = (0.3 * torch.tanh(feat[:, :2]) + 0.3 * torch.randn(n, 2)).clamp(-0.95, 0.95).unsqueeze(1)
-    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    for _ in range(400):
-        loss = head.imitation_loss(feat, actions)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_imitation(head, feat, actions, steps=400)
     head.eval()
     tok = head.tokenize(actions)
     moved = tok.clone()
