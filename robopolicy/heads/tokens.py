@@ -54,10 +54,10 @@ class TokenHeadConfig:
     around the continuous action, integrated over each bin (HL-Gauss), so neighbouring bins share
     credit and the classifier learns that bins are ordered."""
     input_dropout: float = 0.0
-    """BC only: the probability that each teacher-forced input token is replaced by a uniformly random one. With
-    noisy demos a one-hot fit can use the earlier tokens of a sample as a key to its later (independent) noise,
-    so one bin's change in token 0 moves the rest (session 27); random inputs make the prefix an unreliable key.
-    PPO's log-probs always see the true prefix."""
+    """Imitation only (BC, and fine-tuning's bc term): the probability that each teacher-forced input token of
+    ``imitation_loss`` is replaced by a uniformly random one. With noisy demos a one-hot fit can use the earlier
+    tokens of a sample as a key to its later (independent) noise, so one bin's change in token 0 moves the rest
+    (session 27); random inputs make the prefix an unreliable key. PPO's log-probs always see the true prefix."""
 
     def __post_init__(self) -> None:
         if self.binning not in BINNINGS:
