@@ -50,6 +50,8 @@ HEADS = ("diffusion", "flow", "tokens")
 # head's: one action per policy step at temperature 0.25 (session 25).
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m",
            "1m_wide": "experiment=finetune_metaworld_1m_wide", "tokens": "experiment=finetune_metaworld_tokens"}
+
+
 @functools.cache
 def recipe_config(recipe: str):
     """The recipe's composed train config: what it sets is read off it, not kept in a second table here."""
