@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from omegaconf import DictConfig, OmegaConf
 
-from envs.chunk import ActionChunk
+from envs.chunk import ActionChunk, check_execute
 from envs.torch_vec_env import TorchVecEnv
 
 __all__ = ["TorchVecEnv", "make_gym_vec_env"]  # TorchVecEnv re-exported: it used to live here
@@ -41,6 +41,7 @@ class _KeepInfo(gym.Wrapper):
 def _make_one(
     env_id: str,
     chunk: int,
+    execute: int | None,
     wrap_chunk: bool,
     keep_info: bool,
     max_episode_steps: int | None,
@@ -53,7 +54,7 @@ def _make_one(
     env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     if wrap_chunk:
         # Outside gym.make's TimeLimit, so a time limit inside a chunk ends the chunk.
-        env = ActionChunk(env, chunk)
+        env = ActionChunk(env, chunk, execute)
     if keep_info:
         env = _KeepInfo(env)
     return env
@@ -82,6 +83,7 @@ def make_gym_vec_env(
     kwargs: dict[str, Any] | None = None,
     seed: int = 0,
     render_mode: str | None = None,
+    execute: int | None = None,
 ) -> TorchVecEnv:
     """Build ``num_envs`` copies of gymnasium env ``id`` as a ``TorchVecEnv``.
 
@@ -93,6 +95,7 @@ def make_gym_vec_env(
     kwargs:            passed to ``gym.make``.
     seed:              seed of the first ``reset()``; env i gets seed + i.
     render_mode:       None or "rgb_array" (enables ``render()``).
+    execute:           env steps per policy step, the first n of each chunk's H actions; None: all H.
     """
     if isinstance(kwargs, DictConfig):  # Hydra hands nested nodes over as DictConfig
         kwargs = OmegaConf.to_container(kwargs, resolve=True)
@@ -104,6 +107,7 @@ def make_gym_vec_env(
         raise ValueError(f"env.vectorization must be 'sync' or 'async', got {vectorization!r}")
     if chunk < 1:
         raise ValueError(f"env.chunk must be >= 1, got {chunk}")
+    execute = check_execute(execute, chunk)
     if max_episode_steps is not None and int(max_episode_steps) < 1:
         raise ValueError(f"env.max_episode_steps must be None or >= 1, got {max_episode_steps}")
     if render_mode not in (None, "rgb_array"):
@@ -116,7 +120,7 @@ def make_gym_vec_env(
     is_async = vectorization == "async"
     # Sync with H = 1 skips the ActionChunk wrapper (one Python call less per step); async always
     # wraps it so the batched action space is (B, H, A) and chunk_steps travels back in info.
-    env_fn = partial(_make_one, id, chunk, is_async or chunk > 1, is_async, max_episode_steps, kwargs, render_mode)
+    env_fn = partial(_make_one, id, chunk, execute, is_async or chunk > 1, is_async, max_episode_steps, kwargs, render_mode)
     fns = [env_fn] * num_envs
     if is_async:
         # Workers that render (cameras, render_mode) start from a fresh forkserver process: a worker forked after
@@ -127,7 +131,7 @@ def make_gym_vec_env(
     else:
         vec = SyncVectorEnv(fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
     try:
-        return TorchVecEnv(vec, chunk=chunk, seed=seed, env_id=id)
+        return TorchVecEnv(vec, chunk=chunk, seed=seed, env_id=id, execute=execute)
     except Exception:
         vec.close()
         raise

@@ -26,6 +26,7 @@ from typing import Any, Self
 import torch
 from torch import Tensor
 
+from envs.chunk import check_execute
 from robopolicy.types import OBS_PRIVILEGED, OBS_STATE, EpisodeStats, Obs, StepResult
 
 
@@ -49,12 +50,14 @@ def _box_dim(space: Any, name: str) -> int:
 class IsaacLabEnv:
     """An Isaac Lab RL env (``DirectRLEnv`` or ``ManagerBasedRLEnv``, possibly gym-wrapped) as a ``BatchedEnv``.
 
-    Attributes: num_envs (B), state_dim (D), action_dim (A), chunk (H), action_low / action_high (A,), device.
+    Attributes: num_envs (B), state_dim (D), action_dim (A), chunk (H), execute (n), action_low / action_high (A,), device.
     """
 
-    def __init__(self, env: Any, chunk: int = 1, seed: int = 0, env_id: str = "", closer: ExitStack | None = None) -> None:
+    def __init__(self, env: Any, chunk: int = 1, seed: int = 0, env_id: str = "", closer: ExitStack | None = None,
+                 execute: int | None = None) -> None:
         if int(chunk) < 1:
             raise ValueError(f"env.chunk must be >= 1, got {chunk}")
+        self.execute = check_execute(execute, int(chunk))
         self._env = env
         self._u = getattr(env, "unwrapped", env)
         self._closer = closer
@@ -115,7 +118,7 @@ class IsaacLabEnv:
         # Steps run after an episode ended within the chunk belong to the next episode: counted in its stats.
         carry_ret = torch.zeros(B, dtype=torch.float64, device=self.device)
         carry_len = torch.zeros(B, dtype=torch.int64, device=self.device)
-        for h in range(self.chunk):
+        for h in range(self.execute):  # the first n of the chunk's H actions
             obs, r, te, tr, extras = self._env.step(actions[:, h])
             running = ~(terminated | truncated)  # envs whose episode had not ended earlier in this chunk
             reward += torch.where(running, r.float(), 0.0)
@@ -157,6 +160,7 @@ def make_isaaclab_env(
     device: str = "cuda:0",
     overrides: list[str] | None = None,
     headless: bool = True,
+    execute: int | None = None,
 ) -> IsaacLabEnv:
     """Build Isaac Lab task ``id`` (e.g. "Isaac-Cartpole-Direct") with ``num_envs`` envs on ``device``.
 
@@ -180,4 +184,4 @@ def make_isaaclab_env(
     except BaseException:
         stack.close()
         raise
-    return IsaacLabEnv(env, chunk=chunk, seed=seed, env_id=id, closer=stack)
+    return IsaacLabEnv(env, chunk=chunk, seed=seed, env_id=id, closer=stack, execute=execute)

@@ -28,7 +28,7 @@ from gymnasium.spaces import Box
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
-from envs.chunk import chunk_space
+from envs.chunk import check_execute, chunk_space
 from robopolicy.types import OBS_STATE, EpisodeStats, Obs, StepResult
 
 
@@ -40,13 +40,13 @@ class TorchVecEnv:
     ``reset(seed=None)`` the first time seeds with ``seed`` (the config's), later continues the RNGs.
 
     Attributes:
-        num_envs (B), state_dim (D), action_dim (A), chunk (H);
+        num_envs (B), state_dim (D), action_dim (A), chunk (H), execute (n <= H env steps per policy step);
         action_low / action_high: (A,) float32 bounds of one action in env units;
         single_action_space: Box (H, A), what one env consumes per policy step;
         render_mode; render_fps: frame rate of one ``render()`` per policy step (env rate / H).
     """
 
-    def __init__(self, vec: VectorEnv, chunk: int = 1, seed: int = 0, env_id: str = "") -> None:
+    def __init__(self, vec: VectorEnv, chunk: int = 1, seed: int = 0, env_id: str = "", execute: int | None = None) -> None:
         obs_space = vec.single_observation_space
         act_space = vec.single_action_space
         name = env_id or str(vec)
@@ -84,15 +84,16 @@ class TorchVecEnv:
             OBS_STATE: (self.state_dim,)}
         self.action_dim = int(act_space.shape[-1])
         self.chunk = int(chunk)
+        self.execute = check_execute(execute, self.chunk)
         low = act_space.low[0] if self._chunked else act_space.low
         high = act_space.high[0] if self._chunked else act_space.high
         self.action_low = torch.as_tensor(low, dtype=torch.float32)
         self.action_high = torch.as_tensor(high, dtype=torch.float32)
         self.single_action_space = act_space if self._chunked else chunk_space(act_space, self.chunk)
         self.render_mode = vec.render_mode
-        # One frame per policy step (H env steps), so a video plays in real time at the env's rate / H.
+        # One frame per policy step (n env steps), so a video plays in real time at the env's rate / n.
         fps = vec.metadata.get("render_fps")
-        self.render_fps = None if fps is None else max(1, round(fps / self.chunk))
+        self.render_fps = None if fps is None else max(1, round(fps / self.execute))
         self.seed = seed
         self._act_dtype = act_space.dtype
         self._batch_action_shape = (self.num_envs, self.chunk, self.action_dim)

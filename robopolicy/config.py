@@ -30,7 +30,9 @@ class EnvConfig:
     vectorization: str = "sync"
     """sync (one process) or async (one process per env)."""
     chunk: int = 1
-    """Action chunk length H executed per policy step."""
+    """Action chunk length H predicted per policy step (and executed, unless ``execute`` says fewer)."""
+    execute: int | None = None
+    """Env steps per policy step: the first n <= H actions of each chunk (Diffusion Policy's action horizon); None: H."""
     max_episode_steps: int | None = None
     """Override the env's time limit; None keeps the registered one."""
     kwargs: dict[str, Any] = field(default_factory=dict)

@@ -113,7 +113,7 @@ def evaluate(
         raise ValueError(f"execution: unknown {execution!r}; expected one of {EXECUTIONS}")
     actor: Any = policy
     if execution != "chunk":  # the policy decides every env step; the env executes one action per call
-        env_cfg.chunk = 1
+        env_cfg.chunk, env_cfg.execute = 1, None
         actor = ChunkExecutor(policy, execution, n_action_steps, ensemble_coeff)
     env = instantiate(env_cfg)
     was_training = policy.training

@@ -110,3 +110,18 @@ def test_evaluate_draws_the_policys_noise_from_its_seed_not_the_global_stream():
     assert torch.equal(torch.rand(1), after_a)
     assert a.lengths == b.lengths and a.returns == b.returns
     assert a.lengths != c.lengths  # another seed, other noise: the returns do depend on it
+
+
+def test_env_execute_is_the_receding_horizon_in_the_env():
+    """``env.execute=n`` (the env runs the first n actions of each chunk, as training does) acts exactly as
+    evaluate's per-step receding horizon with n_action_steps=n: same episodes, same returns."""
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig(state_dim=4, action_dim=1, chunk=4, action_low=[-3.0], action_high=[3.0]))
+    env_cfg = {"_target_": "envs.gym_vec.make_gym_vec_env", "id": "InvertedPendulum-v5", "num_envs": 1,
+               "vectorization": "sync", "chunk": 4, "max_episode_steps": 200, "kwargs": {}, "seed": 0,
+               "render_mode": None}
+    in_env = evaluate(policy, {**env_cfg, "execute": 2}, episodes=4, seed=3)
+    per_step = evaluate(policy, env_cfg, episodes=4, seed=3, execution="receding", n_action_steps=2)
+    whole = evaluate(policy, env_cfg, episodes=4, seed=3)
+    assert in_env.lengths == per_step.lengths and in_env.returns == pytest.approx(per_step.returns)
+    assert in_env.lengths != whole.lengths  # running 2 of 4 is not running all 4

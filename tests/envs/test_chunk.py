@@ -96,3 +96,22 @@ def test_bad_chunk_and_shape_raise():
     env.reset()
     with pytest.raises(ValueError, match=r"\(3, 2\).*got \(2, 3\)"):
         env.step(np.zeros((2, 3), np.float32))
+
+
+def test_execute_runs_the_first_n_actions_of_the_chunk():
+    inner = Counting()
+    env = ActionChunk(inner, 3, execute=2)
+    assert env.action_space.shape == (3, 2)  # the policy still predicts all H
+    env.reset()
+    chunk = np.arange(6, dtype=np.float32).reshape(3, 2) / 10
+    obs, reward, _, _, info = env.step(chunk)
+    assert (reward, info["chunk_steps"], obs[0]) == (1 + 2, 2, 2.0)
+    np.testing.assert_array_equal(np.stack(inner.actions), chunk[:2])  # the third action never ran
+    env.step(chunk)
+    assert inner.t == 4
+
+
+@pytest.mark.parametrize("execute", [0, 4])
+def test_execute_outside_one_to_h_raises(execute):
+    with pytest.raises(ValueError, match=rf"env.execute must be null or in 1..env.chunk \(3\), got {execute}"):
+        ActionChunk(Counting(), 3, execute=execute)

@@ -258,3 +258,15 @@ def test_render_mujoco_frame(make_env):
     env.reset()
     frame = env.render()
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.any()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_execute_runs_n_of_h_steps_per_policy_step(make_env, vectorization):
+    env = make_env(id="robopolicy/TerminalReward-v0", num_envs=2, chunk=3, execute=2, vectorization=vectorization,
+                   kwargs={"max_steps": 5})
+    env.reset()
+    assert env.single_action_space.shape == (3, 1) and env.execute == 2
+    steps = [env.step(torch.zeros(2, 3, 1)) for _ in range(3)]  # 2 + 2 + 1 env steps: the episode ends in the third
+    assert [s.chunk_steps.tolist() for s in steps] == [[2, 2], [2, 2], [1, 1]]
+    assert steps[2].terminated.all() and steps[2].episodes[0].length == 5
+    assert env.render_fps == 15  # one frame per policy step of 2 env steps at 30 fps

@@ -73,6 +73,18 @@ def test_actions_are_passed_step_by_step_and_shape_checked():
         env.step(torch.zeros(2, 1))
 
 
+
+def test_execute_runs_the_first_n_actions_of_each_chunk():
+    fake = FakeIsaacEnv(ends=[9, 9])
+    env = IsaacLabEnv(fake, chunk=3, execute=2)
+    env.reset()
+    a = torch.arange(6.0).view(2, 3, 1)
+    res = env.step(a)
+    assert len(fake.seen) == 2 and torch.equal(fake.seen[1], a[:, 1])
+    assert res.chunk_steps.tolist() == [2, 2] and res.reward.tolist() == [2.0, 2.0]
+    with pytest.raises(ValueError, match=r"env.execute must be null or in 1..env.chunk \(3\), got 4"):
+        IsaacLabEnv(fake, chunk=3, execute=4)
+
 @pytest.mark.isaaclab
 @pytest.mark.skipif(not isaaclab_available(), reason="isaaclab is not installed (pip install -e .[isaaclab])")
 def test_real_isaaclab_task_steps():
