@@ -43,7 +43,7 @@ class TorchVecEnv:
         num_envs (B), state_dim (D), action_dim (A), chunk (H), execute (n <= H env steps per policy step);
         action_low / action_high: (A,) float32 bounds of one action in env units;
         single_action_space: Box (H, A), what one env consumes per policy step;
-        render_mode; render_fps: frame rate of one ``render()`` per policy step (env rate / H).
+        render_mode; render_fps: frame rate of one ``render()`` per policy step (env rate / n).
     """
 
     def __init__(self, vec: VectorEnv, chunk: int = 1, seed: int = 0, env_id: str = "", execute: int | None = None) -> None:
