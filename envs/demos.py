@@ -100,15 +100,19 @@ def _obs_frame(obs: Any, env: gym.Env, features: dict[str, Any]) -> dict[str, np
 
 
 class _PolicyDriver:
-    """A saved chunk policy acting in one unbatched env. ``ChunkExecutor``'s receding horizon with n = H runs each
-    predicted chunk (1, H, A) open-loop, as ``ActionChunk`` does in training; torch draws come from the seed that
-    ``reset`` is given (one per episode)."""
+    """A saved chunk policy acting in one unbatched env. ``ChunkExecutor``'s receding horizon runs the first n of each
+    predicted chunk (1, H, A) open-loop, as ``ActionChunk`` does in training: n is the run's ``env.execute`` where the
+    policy's run config says it, else H. Torch draws come from the seed that ``reset`` is given (one per episode)."""
 
     def __init__(self, path: str | Path):
-        from robopolicy.checkpoint import load_policy
+        from omegaconf import OmegaConf
+
+        from robopolicy.checkpoint import load_policy, load_run_config, resolve_checkpoint
         from robopolicy.inference import ChunkExecutor
 
-        self.executor = ChunkExecutor(load_policy(path).eval(), "receding")
+        run_cfg = load_run_config(resolve_checkpoint(path))
+        n = OmegaConf.select(run_cfg, "env.execute") if run_cfg is not None else None
+        self.executor = ChunkExecutor(load_policy(path).eval(), "receding", n_action_steps=n)
 
     def reset(self, seed: int) -> None:
         import torch

@@ -153,6 +153,22 @@ def test_driver_policy_acts_and_the_expert_labels_its_states(tmp_path: Path):
     assert not np.allclose(np.stack(executed), labels[:10].numpy(), atol=0.05)  # the policy, not the expert, acted
 
 
+def test_driver_executes_the_horizon_its_run_trained_with(tmp_path: Path):
+    from omegaconf import OmegaConf
+
+    from envs.demos import _PolicyDriver
+    from robopolicy.policy import Policy, PolicyConfig
+
+    policy = Policy(PolicyConfig(head="gaussian", state_dim=39, action_dim=4, chunk=4))
+    bare = policy.save_pretrained(tmp_path / "bare")
+    run = tmp_path / "run"
+    policy.save_pretrained(run / "checkpoints" / "step_000000100" / "policy")
+    (run / "checkpoints" / "LATEST").write_text("step_000000100")
+    OmegaConf.save(OmegaConf.create({"env": {"chunk": 4, "execute": 2}}), run / "config.yaml")
+    assert _PolicyDriver(str(bare)).executor.n_action_steps == 4  # no run config: whole chunks
+    assert _PolicyDriver(str(run)).executor.n_action_steps == 2
+
+
 def test_missing_driver_is_refused(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="driver: no policy at /nowhere/policy"):
         record_demos("reach-v3", 1, tmp_path / "x", driver="/nowhere/policy", progress=False)
