@@ -110,9 +110,10 @@ class _PolicyDriver:
         from robopolicy.checkpoint import load_policy, load_run_config, resolve_checkpoint
         from robopolicy.inference import ChunkExecutor
 
-        run_cfg = load_run_config(resolve_checkpoint(path))
+        ckpt = resolve_checkpoint(path)
+        run_cfg = load_run_config(ckpt)
         n = OmegaConf.select(run_cfg, "env.execute") if run_cfg is not None else None
-        self.executor = ChunkExecutor(load_policy(path).eval(), "receding", n_action_steps=n)
+        self.executor = ChunkExecutor(load_policy(ckpt).eval(), "receding", n_action_steps=n)
 
     def reset(self, seed: int) -> None:
         import torch

@@ -34,8 +34,7 @@ class GroupRollouts:
         if group_size < 2 or env.num_envs % group_size:
             raise ValueError(f"algo.group_size: {group_size} must be >= 2 and divide env.num_envs={env.num_envs}")
         self.env, self.group_size, self.seed, self.decoupled = env, group_size, seed, decoupled
-        # Policy steps for a whole episode: each runs env.execute (<= chunk) env steps.
-        self.n_steps = math.ceil(max_episode_steps / getattr(env, "execute", env.chunk))
+        self.n_steps = math.ceil(max_episode_steps / env.execute)  # policy steps for a whole episode
         self.num_envs = env.num_envs
         self.policy_version = 0
         self.recent_episodes: deque[EpisodeStats] = deque(maxlen=history)

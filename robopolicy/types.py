@@ -116,7 +116,8 @@ class BatchedEnv(Protocol):
     num_envs: int
     state_dim: int
     action_dim: int
-    chunk: int
+    chunk: int           # H, actions per predicted chunk
+    execute: int         # n <= H, env steps a chunk runs (its first n actions)
     action_low: Tensor   # (A,)
     action_high: Tensor  # (A,)
 
