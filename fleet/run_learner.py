@@ -47,6 +47,9 @@ def check_learner_config(cfg: LearnerConfig) -> None:
         raise FleetConfigError(f"train.stale: {cfg.train.stale!r}, expected drop or importance")
     if cfg.train.algo == "grpo":
         grpo_group_size(cfg)
+    if cfg.train.algo in ("ppo", "grpo") and cfg.train.algo_options.get("score_executed_only"):
+        raise FleetConfigError("train.algo_options.score_executed_only: robots run every action of a chunk (the "
+                               "fleet has no env.execute), so there are no unexecuted actions to leave out")
 
 
 def grpo_group_size(cfg: LearnerConfig) -> int:

@@ -14,7 +14,7 @@ math in NumPy is a handful of ufunc calls on views of the very same parameter st
 It samples the distribution ``Policy.act`` samples, from the same torch random stream; the matrix products
 run in NumPy's BLAS instead of torch's, so values agree to float32 rounding, not bit for bit
 (tests/test_numpy_actor.py). ``NumpyGaussianActor.for_policy`` returns None for any other policy
-(cameras, other heads, hooks, non-CPU or non-float32 weights), and callers then use ``policy.act``.
+(cameras, other heads, a head scoring only executed actions, hooks, non-CPU or non-float32 weights), and callers then use ``policy.act``.
 The views are re-taken on every ``for_policy`` call, so in-place optimizer steps and ``load_state_dict``
 are always seen and a replaced parameter cannot leave a stale copy behind.
 """
@@ -122,6 +122,8 @@ def _supported(policy: nn.Module) -> bool:
         return False
     head, encoder = policy.head, policy.encoder
     if type(head) is not GaussianHead or head.config.state_dependent_std or head.config.squash not in ("tanh", "clip"):
+        return False
+    if head.executed is not None:  # log-probs over the executed actions' dimensions: GaussianHead.sample's path
         return False
     if not getattr(encoder, "_state_only", False) or set(policy.normalizer._names) - {OBS_STATE}:
         return False

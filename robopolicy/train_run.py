@@ -142,6 +142,17 @@ def initial_policy(cfg: DictConfig, env: Any, resume_ckpt: Path | None = None) -
     return _checked_policy("init_policy", cfg.init_policy, cfg, env, cfg.get("init_head_options"))
 
 
+def score_executed_actions(policy: Policy, env: Any, algo_cfg: PPOConfig) -> None:
+    """``algo.score_executed_only``: the head's log-probs leave out the actions the env never runs."""
+    if not algo_cfg.score_executed_only:
+        return
+    execute, chunk = int(env.execute), int(env.chunk)
+    if execute >= chunk:
+        raise ConfigError(f"algo.score_executed_only needs env.execute below env.chunk ({chunk}): every action of "
+                          f"the chunk runs (env.execute={execute}), so there is nothing to leave out")
+    policy.head.set_executed(execute)
+
+
 def build_env(env_cfg: DictConfig) -> Any:
     """Instantiate the training env node (with its ``train_kwargs``); a failure becomes a ConfigError that names the
     env and why."""
@@ -202,6 +213,7 @@ def build_training(cfg: DictConfig) -> TrainingSession:
     env = build_env(env_cfg)
     try:
         policy = initial_policy(cfg, env, resume_ckpt).to(cfg.device)
+        score_executed_actions(policy, env, algo_cfg)
         aux = auxiliary_inputs(cfg, algo_cfg, env, seed=int(cfg.seed))
     except Exception:
         env.close()

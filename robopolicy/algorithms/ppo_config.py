@@ -41,6 +41,10 @@ class PPOConfig:
     """Anneal a diffusion head's exploration floor (min_std) linearly from its value at the start to this at
     the end of the run; set after each update, so every rollout is scored under the floor it acted with.
     None: fixed."""
+    score_executed_only: bool = False
+    """With env.execute = n < env.chunk: the log-probs (hence PPO's ratio) leave out the last inner decision's
+    dimensions of the H - n actions the env never runs (ActionHead.set_executed): their noise reaches no reward,
+    so their score term adds gradient variance and no signal. Needs env.execute < env.chunk."""
     ent_coef: float = 0.0
     """Weight of the entropy bonus."""
     vf_coef: float = 0.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from robopolicy.types import ActionSample
@@ -24,6 +25,41 @@ class ActionHead(nn.Module, ABC):
 
     #: number of inner decisions per policy step (S)
     num_decisions: int
+    #: actions per chunk (H) and action dimensions (A); every head sets them
+    chunk: int
+    action_dim: int
+    #: the first n of the H actions the env runs per policy step (``env.execute``), set by ``set_executed``
+    #: for ``algo.score_executed_only``; None: log-probs cover every dimension
+    executed: int | None = None
+
+    def set_executed(self, n: int | None) -> None:
+        """Score only what the executed actions depend on: from now on ``sample`` and ``log_prob`` leave out
+        the densities of the last decision's dimensions that belong to actions n..H-1 (the unexecuted ones).
+
+        That decision outputs the chunk itself, so its noise on those dimensions reaches no executed action and
+        no reward: its score term has zero mean under the advantage and adds only variance. Earlier decisions
+        (denoising / flow steps) keep every dimension, since later steps compute the executed actions from
+        them. For tokens (one decision per dimension, in (h, a) order) the unexecuted actions' tokens drop out;
+        no executed token is conditioned on them. None or n = H scores everything again."""
+        if n is not None and not 1 <= int(n) <= self.chunk:
+            raise ValueError(f"{type(self).__name__}.set_executed: n must be None or in 1..{self.chunk}, got {n}")
+        self.executed = None if n is None or int(n) == self.chunk else int(n)
+
+    def executed_dims(self, like: Tensor) -> Tensor | None:
+        """(H*A,) weights in ``like``'s dtype and device: 1 on the executed actions' dimensions, 0 on the rest;
+        None when every action runs."""
+        if self.executed is None:
+            return None
+        d = self.chunk * self.action_dim
+        return (torch.arange(d, device=like.device) < self.executed * self.action_dim).to(like.dtype)
+
+    def mask_last_decision(self, per_dim: Tensor) -> Tensor:
+        """Per-dimension log-densities (B, S, H*A) of a chain's decisions with the last decision's unexecuted
+        dimensions zeroed (``set_executed``); unchanged when every action runs."""
+        w = self.executed_dims(per_dim)
+        if w is None:
+            return per_dim
+        return torch.cat([per_dim[:, :-1], per_dim[:, -1:] * w], dim=1)
 
     @abstractmethod
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:

@@ -212,15 +212,18 @@ class DiffusionHead(ActionHead):
             std = self.step_std[i]
             x = mean if deterministic else mean + std * torch.randn_like(mean)
             if i >= k - s:
-                logps.append(gaussian_log_prob(x, mean, std.log().expand_as(mean)).sum(-1))
+                per_dim = gaussian_log_prob(x, mean, std.log().expand_as(mean))
+                w = self.executed_dims(per_dim) if i == k - 1 else None  # set_executed: the chunk's last step
+                logps.append((per_dim if w is None else per_dim * w).sum(-1))
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k + 1, self.chunk, self.action_dim)
         return ActionSample(actions=trace[:, -1].clamp(-1.0, 1.0), trace=trace, logp=torch.stack(logps, dim=1))
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
-        """Sum over H*A of log N(x_{k-1}; mu_k(x_k), std_k^2) for the last S steps: (B, S), differentiable."""
+        """Sum over H*A of log N(x_{k-1}; mu_k(x_k), std_k^2) for the last S steps: (B, S), differentiable
+        (the last step over the executed actions' dimensions only after ``set_executed``)."""
         mean, log_std, x_next = self._decision_stats(feat, trace)
-        return gaussian_log_prob(x_next, mean, log_std.expand_as(mean)).sum(-1)
+        return self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std.expand_as(mean))).sum(-1)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Closed-form per-step entropy (B, S): H*A (log std_k + 1/2 + log sqrt(2 pi)); independent of the weights."""

@@ -200,16 +200,19 @@ class FlowHead(ActionHead):
             z = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
             x = torch.addcmul(mean, std, z)  # x_{k+1} = mean_k + std_k z
             # log N(x; mean, std) = -z^2 / 2 - log std - log sqrt(2 pi): no division needed.
-            logps.append((-0.5 * z.square() - std.log() - LOG_SQRT_2PI).sum(-1))
+            per_dim = -0.5 * z.square() - std.log() - LOG_SQRT_2PI
+            w = self.executed_dims(per_dim) if k == k_steps - 1 else None  # set_executed: the chunk's last step
+            logps.append((per_dim if w is None else per_dim * w).sum(-1))
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k_steps + 1, self.chunk, self.action_dim)
         actions = trace[:, -1].clamp(-1.0, 1.0)
         return ActionSample(actions=actions, trace=trace, logp=torch.stack(logps, dim=1))
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
-        """Per-step log N(x_{k+1}; mean_k, std_k^2) summed over H*A: (B, S); grads reach both nets."""
+        """Per-step log N(x_{k+1}; mean_k, std_k^2) summed over H*A: (B, S); grads reach both nets (the last step
+        over the executed actions' dimensions only after ``set_executed``)."""
         x_next, mean, std = self._chain_distributions(feat, trace)
-        return gaussian_log_prob(x_next, mean, std.log()).sum(-1)
+        return self.mask_last_decision(gaussian_log_prob(x_next, mean, std.log())).sum(-1)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Closed-form entropy of each decision, (B, S)."""
@@ -221,7 +224,7 @@ class FlowHead(ActionHead):
         log_std = std.log()
         # H(N(m, s^2)) = log s + 1/2 log(2 pi e), summed over H*A.
         entropy = (log_std + 0.5 + LOG_SQRT_2PI).sum(-1)
-        return gaussian_log_prob(x_next, mean, log_std).sum(-1), entropy
+        return self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std)).sum(-1), entropy
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """Rectified-flow loss for target chunks (B, H, A) in [-1, 1]; scalar.

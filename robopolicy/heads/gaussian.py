@@ -101,7 +101,8 @@ class GaussianHead(ActionHead):
         logp = gaussian_log_prob(pre, mean, log_std)
         if self.config.squash == "tanh":
             logp = logp - tanh_log_det(pre)
-        return logp.flatten(1).sum(-1, keepdim=True)  # (B, 1)
+        logp, w = logp.flatten(1), self.executed_dims(logp)
+        return (logp if w is None else logp * w).sum(-1, keepdim=True)  # (B, 1); set_executed: executed dims only
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
         # Elementwise work on the (B, H*A) rows the mean layer returns (the same values and the same
@@ -114,6 +115,8 @@ class GaussianHead(ActionHead):
         logp = (-0.5 * noise.square() - log_std).sum(-1, keepdim=True) - LOG_SQRT_2PI * per_row
         if self.config.squash == "tanh":
             logp = logp - tanh_log_det(pre).sum(-1, keepdim=True)
+        if self.executed is not None:  # set_executed: the executed actions' dimensions only
+            logp = self._log_prob(pre, mean, log_std.expand_as(mean))
         shape = (feat.shape[0], self.chunk, self.action_dim)
         return ActionSample(actions=self.squash(pre).view(shape), trace=pre.view(shape), logp=logp)
 
