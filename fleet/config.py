@@ -109,6 +109,9 @@ class RobotConfig:
     """Fixed control rate; 0 runs as fast as the sim allows."""
     chunk_steps: int = 256
     """Control steps per uploaded chunk."""
+    execute: int | None = None
+    """Actions of each predicted chunk run before the next policy call, the first n of H (the policy's action
+    horizon: run a policy fine-tuned with env.execute=n with the same n); None runs all H."""
     deterministic: bool = False
     """Act with the policy's mean / mode instead of sampling."""
     torch_threads: int = 1

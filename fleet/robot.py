@@ -4,14 +4,16 @@
     ---------------------------          ----------------                  -------------------
     obs --request(obs)--------------->   swap in a newer policy if any     upload spool, receive weights
     wait for the chunk (B=1, H, A)  <--  policy.act(obs) -> chunk
-    execute H actions at the rate;       (weights change only here,
+    execute n <= H actions at the rate;  (weights change only here,
     teleoperator may override each       i.e. between chunks)
     record step -> episode buffer -> every chunk_steps steps: client.submit (spooled, fsynced) -> learner
 
 Policy steps. Each request returns one action chunk (H, A) with its trace and per-decision log-probs (S,). The
 first control step of the chunk records them with the planned chunk and ``chunk_step`` 0; the next steps record
 chunk_step 1, 2, ... and zeros there. The chunk stops early at the episode's end (the learner counts the rows
-that ran, as ``ActionChunk`` reports ``chunk_steps``).
+that ran, as ``ActionChunk`` reports ``chunk_steps``). With ``execute`` = n < H (the policy's action horizon, as
+``env.execute`` in training) only the first n actions run before the next request; the planned chunk still travels
+whole, and the learner reads the n rows as it reads a chunk cut by the episode's end.
 
 Reset seeds. When the learner hands out seeds (``train.algo=grpo``: RegisterReply.group_size > 0) a simulated
 robot resets each episode with the seed it gets from ``EpisodeSeed`` and records it with the episode, so the
@@ -35,6 +37,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.chunk import check_execute
 from fleet.client import FleetClient
 from fleet.codec import EpisodePiece
 from fleet.proto import fleet_pb2 as pb
@@ -199,14 +202,16 @@ def _version() -> str:
 
 
 class RobotLoop:
-    """One simulated robot: env + inference worker + fleet client. ``run(episodes)`` until done or ``stop()``."""
+    """One simulated robot: env + inference worker + fleet client. ``run(episodes)`` until done or ``stop()``.
+    ``execute``: actions run per chunk, its first n (1 <= n <= H); None runs all H."""
 
     def __init__(self, env: gym.Env, client: FleetClient, worker: InferenceWorker, trace_dim: int,
                  chunk_steps: int = 256, control_hz: float = 0.0, teleop: ScriptedTeleop | None = None,
-                 seed: int = 0, seeded_resets: bool = True):
+                 seed: int = 0, seeded_resets: bool = True, execute: int | None = None):
         self.env, self.client, self.worker, self.teleop = env, client, worker, teleop
         self.seeded_resets = seeded_resets
         self.H, self.S = max(1, int(client.spec.chunk)), max(1, int(client.spec.num_decisions))
+        self.execute = check_execute(execute, self.H)  # control steps per policy request
         self.trace_dim, self.chunk_steps, self.control_hz, self.seed = trace_dim, chunk_steps, control_hz, seed
         self._stop = threading.Event()
         self.episodes = 0
@@ -239,7 +244,7 @@ class RobotLoop:
             if chunk.actions.shape[0] != self.H or chunk.logp.shape != (self.S,):
                 raise RuntimeError(f"policy returned a chunk {chunk.actions.shape} with logp {chunk.logp.shape}; "
                                    f"this robot registered chunk={self.H}, num_decisions={self.S}")
-            for h in range(self.H):
+            for h in range(self.execute):
                 if period:
                     now = time.monotonic()
                     if now > next_tick + period:

@@ -48,8 +48,8 @@ def check_learner_config(cfg: LearnerConfig) -> None:
     if cfg.train.algo == "grpo":
         grpo_group_size(cfg)
     if cfg.train.algo in ("ppo", "grpo") and cfg.train.algo_options.get("score_executed_only"):
-        raise FleetConfigError("train.algo_options.score_executed_only: robots run every action of a chunk (the "
-                               "fleet has no env.execute), so there are no unexecuted actions to leave out")
+        raise FleetConfigError("train.algo_options.score_executed_only: the learner scores whole chunks (each robot "
+                               "picks its own execute, which the learner does not know)")
 
 
 def grpo_group_size(cfg: LearnerConfig) -> int:

@@ -133,6 +133,9 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
         probe = policy.act(probe_obs(env.observation_space))
     spec.trace_dim = int(probe.trace[0].numel())
     spec.chunk, spec.num_decisions = int(probe.actions.shape[1]), int(probe.logp.shape[1])
+    if cfg.execute is not None and not 1 <= cfg.execute <= spec.chunk:
+        raise FleetConfigError(f"execute: {cfg.execute}, expected null or 1..{spec.chunk} (the chunk of the "
+                               "learner's policy)")
     client.session = None  # register again with the trace size, H and S
     client.policy_version = version
     worker = InferenceWorker(policy, version, cfg.deterministic)
@@ -143,7 +146,7 @@ def build_robot(cfg: RobotConfig) -> tuple[RobotLoop, FleetClient]:
     elif cfg.teleop.kind != "none":
         raise FleetConfigError(f"teleop.kind: {cfg.teleop.kind!r} is not available yet; use none or scripted")
     loop = RobotLoop(env, client, worker, spec.trace_dim, cfg.chunk_steps, cfg.control_hz, teleop, cfg.seed,
-                     seeded_resets=cfg.backend == "sim")  # hardware cannot be reset to a seed
+                     seeded_resets=cfg.backend == "sim", execute=cfg.execute)  # hardware cannot be reset to a seed
     return loop, client
 
 

@@ -119,5 +119,5 @@ def test_score_executed_only_without_an_action_horizon_is_named(tmp_path, execut
 def test_the_fleet_refuses_executed_scoring(tmp_path):
     cfg = LearnerConfig(root=str(tmp_path), tls=False, tokens_file="t.json",
                         train=FleetTrainConfig(algo="ppo", algo_options={"score_executed_only": True}))
-    with pytest.raises(FleetConfigError, match=r"^train.algo_options.score_executed_only: robots run every action"):
+    with pytest.raises(FleetConfigError, match=r"^train.algo_options.score_executed_only: the learner scores whole chunks"):
         check_learner_config(cfg)

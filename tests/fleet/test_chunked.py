@@ -35,9 +35,10 @@ class LateTeleop:
         return TELEOP_ACTION if step >= 5 else None
 
 
-def stream_episodes(learner, tmp_path, certs, tokens, policy: Policy, episodes: int, teleop=None) -> EpisodeFeed:
-    """One robot runs ``policy`` (version 0) for ``episodes`` episodes of 10 steps (chunks of 4, 4, 2 steps; upload
-    chunks of 5 steps, so policy chunks straddle them); returns the learner's feed holding them."""
+def stream_episodes(learner, tmp_path, certs, tokens, policy: Policy, episodes: int, teleop=None,
+                    execute: int | None = None) -> EpisodeFeed:
+    """One robot runs ``policy`` (version 0) for ``episodes`` episodes of 10 steps (chunks of 4, 4, 2 steps, or of
+    ``execute`` steps; upload chunks of 5 steps, so policy chunks straddle them); returns the learner's feed."""
     feed = EpisodeFeed()
     learner.store.on_episode = feed.put
     env = SeededEnv(max_steps=10)
@@ -48,7 +49,7 @@ def stream_episodes(learner, tmp_path, certs, tokens, policy: Policy, episodes: 
     client = FleetClient(learner.address, spec, tokens["robot-0"], tmp_path / "spool", ca=str(certs["ca"]),
                          subscribe=False).start()
     worker = InferenceWorker(copy.deepcopy(policy), 0)
-    RobotLoop(env, client, worker, spec.trace_dim, chunk_steps=5, teleop=teleop, seed=0).run(episodes)
+    RobotLoop(env, client, worker, spec.trace_dim, chunk_steps=5, teleop=teleop, seed=0, execute=execute).run(episodes)
     wait_until(lambda: len(feed._items) == episodes, 60, what=f"{episodes} episodes stored")
     worker.close()
     client.stop()
@@ -84,6 +85,38 @@ def test_diffusion_chunks_rebuild_the_chunk_mdp_with_ratio_one(learner, tmp_path
                   num_envs=4).update(r)
     assert abs(metrics["pg/ratio_mean"] - 1.0) < 1e-4  # one minibatch: evaluated before the step
     assert all(np.isfinite(v) for v in metrics.values() if not np.isnan(v))
+
+
+def test_a_robot_with_an_action_horizon_runs_the_first_n_actions_of_each_chunk(learner, tmp_path, certs, tokens):
+    policy = chunked_policy()
+    feed = stream_episodes(learner, tmp_path, certs, tokens, policy, episodes=2, execute=2)
+    r = FleetRollouts(feed, n_steps=5, lanes=2).collect(policy)  # 10 steps = 5 policy steps of 2
+    assert r.chunk_steps.tolist() == [[2] * 2] * 5 and r.actions.shape == (5, 2, H, A)
+    assert r.truncated[:, 0].tolist() == [False] * 4 + [True]
+    for b in range(2):  # ActionChunk with execute=2 on the same seed replays the same episode
+        seed = next(s for s in range(2) if np.allclose(SeededEnv().reset(seed=s)[0], r.obs[OBS_STATE][0, b]))
+        env = ActionChunk(SeededEnv(max_steps=10), H, execute=2)
+        obs, _ = env.reset(seed=seed)
+        for t in range(5):
+            np.testing.assert_allclose(r.obs[OBS_STATE][t, b].numpy(), obs, rtol=0, atol=1e-6)
+            obs, reward, _, _, info = env.step(r.actions[t, b].numpy())
+            assert abs(float(r.reward[t, b]) - reward) < 1e-5 and info["chunk_steps"] == 2
+    metrics = PPO(policy, ValueCritic(D, CriticConfig(hidden_sizes=[32])), PPOConfig(n_epochs=1, batch_size=10),
+                  num_envs=2).update(r)
+    assert abs(metrics["pg/ratio_mean"] - 1.0) < 1e-4
+
+
+def test_a_robot_refuses_an_action_horizon_longer_than_its_chunk(learner, tmp_path, certs, tokens):
+    policy = chunked_policy()
+    spec = sim_spec("robot-0", SeededEnv(), "test task", 1, 30, chunk=H, num_decisions=policy.num_decisions)
+    client = FleetClient(learner.address, spec, tokens["robot-0"], tmp_path / "spool", ca=str(certs["ca"]),
+                         subscribe=False)
+    worker = InferenceWorker(policy, 0)
+    try:
+        with pytest.raises(ValueError, match=r"^env.execute must be null or in 1..env.chunk \(4\), got 5$"):
+            RobotLoop(SeededEnv(), client, worker, 1, execute=5)
+    finally:
+        worker.close()
 
 
 @pytest.mark.parametrize("head", ["flow", "tokens"])
