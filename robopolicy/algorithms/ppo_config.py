@@ -44,7 +44,8 @@ class PPOConfig:
     score_executed_only: bool = False
     """With env.execute = n < env.chunk: the log-probs (hence PPO's ratio) leave out the last inner decision's
     dimensions of the H - n actions the env never runs (ActionHead.set_executed): their noise reaches no reward,
-    so their score term adds gradient variance and no signal. Needs env.execute < env.chunk."""
+    so their score term adds gradient variance and no signal. approx_kl then covers the scored dimensions only.
+    Needs env.execute < env.chunk."""
     ent_coef: float = 0.0
     """Weight of the entropy bonus."""
     vf_coef: float = 0.5

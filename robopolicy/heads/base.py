@@ -53,13 +53,18 @@ class ActionHead(nn.Module, ABC):
         d = self.chunk * self.action_dim
         return (torch.arange(d, device=like.device) < self.executed * self.action_dim).to(like.dtype)
 
+    def mask_unexecuted(self, per_dim: Tensor) -> Tensor:
+        """Log-densities (..., H*A), one per action dimension (or token), with the unexecuted actions' zeroed
+        (``set_executed``); unchanged when every action runs."""
+        w = self.executed_dims(per_dim)
+        return per_dim if w is None else per_dim * w
+
     def mask_last_decision(self, per_dim: Tensor) -> Tensor:
         """Per-dimension log-densities (B, S, H*A) of a chain's decisions with the last decision's unexecuted
         dimensions zeroed (``set_executed``); unchanged when every action runs."""
-        w = self.executed_dims(per_dim)
-        if w is None:
+        if self.executed is None:
             return per_dim
-        return torch.cat([per_dim[:, :-1], per_dim[:, -1:] * w], dim=1)
+        return torch.cat([per_dim[:, :-1], self.mask_unexecuted(per_dim[:, -1:])], dim=1)
 
     @abstractmethod
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:

@@ -213,8 +213,7 @@ class DiffusionHead(ActionHead):
             x = mean if deterministic else mean + std * torch.randn_like(mean)
             if i >= k - s:
                 per_dim = gaussian_log_prob(x, mean, std.log().expand_as(mean))
-                w = self.executed_dims(per_dim) if i == k - 1 else None  # set_executed: the chunk's last step
-                logps.append((per_dim if w is None else per_dim * w).sum(-1))
+                logps.append((self.mask_unexecuted(per_dim) if i == k - 1 else per_dim).sum(-1))  # the chunk's step
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k + 1, self.chunk, self.action_dim)
         return ActionSample(actions=trace[:, -1].clamp(-1.0, 1.0), trace=trace, logp=torch.stack(logps, dim=1))

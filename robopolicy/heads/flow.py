@@ -201,8 +201,7 @@ class FlowHead(ActionHead):
             x = torch.addcmul(mean, std, z)  # x_{k+1} = mean_k + std_k z
             # log N(x; mean, std) = -z^2 / 2 - log std - log sqrt(2 pi): no division needed.
             per_dim = -0.5 * z.square() - std.log() - LOG_SQRT_2PI
-            w = self.executed_dims(per_dim) if k == k_steps - 1 else None  # set_executed: the chunk's last step
-            logps.append((per_dim if w is None else per_dim * w).sum(-1))
+            logps.append((self.mask_unexecuted(per_dim) if k == k_steps - 1 else per_dim).sum(-1))  # the chunk's step
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k_steps + 1, self.chunk, self.action_dim)
         actions = trace[:, -1].clamp(-1.0, 1.0)

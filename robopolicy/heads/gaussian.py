@@ -101,8 +101,7 @@ class GaussianHead(ActionHead):
         logp = gaussian_log_prob(pre, mean, log_std)
         if self.config.squash == "tanh":
             logp = logp - tanh_log_det(pre)
-        logp, w = logp.flatten(1), self.executed_dims(logp)
-        return (logp if w is None else logp * w).sum(-1, keepdim=True)  # (B, 1); set_executed: executed dims only
+        return self.mask_unexecuted(logp.flatten(1)).sum(-1, keepdim=True)  # (B, 1)
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
         # Elementwise work on the (B, H*A) rows the mean layer returns (the same values and the same
@@ -110,13 +109,14 @@ class GaussianHead(ActionHead):
         mean, log_std = self._flat_mean_log_std(feat)
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre = torch.addcmul(mean, log_std.exp(), noise)
-        # log N(pre; mean, std) = -noise^2 / 2 - log_std - log sqrt(2 pi): no division needed.
-        per_row = self.chunk * self.action_dim  # numel of one row, without a tensor op
-        logp = (-0.5 * noise.square() - log_std).sum(-1, keepdim=True) - LOG_SQRT_2PI * per_row
-        if self.config.squash == "tanh":
-            logp = logp - tanh_log_det(pre).sum(-1, keepdim=True)
         if self.executed is not None:  # set_executed: the executed actions' dimensions only
-            logp = self._log_prob(pre, mean, log_std.expand_as(mean))
+            logp = self._log_prob(pre, mean, log_std)
+        else:
+            # log N(pre; mean, std) = -noise^2 / 2 - log_std - log sqrt(2 pi): no division needed.
+            per_row = self.chunk * self.action_dim  # numel of one row, without a tensor op
+            logp = (-0.5 * noise.square() - log_std).sum(-1, keepdim=True) - LOG_SQRT_2PI * per_row
+            if self.config.squash == "tanh":
+                logp = logp - tanh_log_det(pre).sum(-1, keepdim=True)
         shape = (feat.shape[0], self.chunk, self.action_dim)
         return ActionSample(actions=self.squash(pre).view(shape), trace=pre.view(shape), logp=logp)
 

@@ -195,9 +195,8 @@ class TokenHead(ActionHead):
             tokens.append(tok)
             x = self.token_embed(tok).unsqueeze(1)
         trace = torch.stack(tokens, dim=1)
-        logp = torch.stack(logps, dim=1)
-        w = self.executed_dims(logp)  # set_executed: the unexecuted actions' tokens drop out
-        return ActionSample(actions=self.detokenize(trace), trace=trace, logp=logp if w is None else logp * w)
+        logp = self.mask_unexecuted(torch.stack(logps, dim=1))  # set_executed: the unexecuted actions' tokens drop out
+        return ActionSample(actions=self.detokenize(trace), trace=trace, logp=logp)
 
     def _decode_next(self, x: Tensor, cache: list[tuple[Tensor, Tensor] | None]) -> Tensor:
         """One causal step: the newest input (B, 1, d) -> its logits (B, num_bins); appends to ``cache``.
@@ -228,7 +227,8 @@ class TokenHead(ActionHead):
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Exact log p(tok_s | tok_{<s}, feat) for every token, (B, S), from one teacher-forced pass (0 for the
         unexecuted actions' tokens after ``set_executed``)."""
-        return self.log_prob_and_entropy(feat, trace)[0]
+        logp_all = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
+        return self.mask_unexecuted(logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1))
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Exact entropy of each next-token distribution along ``trace``, (B, S)."""
@@ -238,9 +238,7 @@ class TokenHead(ActionHead):
         """Both (B, S) from one pass: H_s = -sum_k p_k log p_k over the vocabulary."""
         logp_all = F.log_softmax(self.policy_logits(feat, trace), dim=-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
-        logp = logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1)
-        w = self.executed_dims(logp)
-        return (logp if w is None else logp * w), entropy
+        return self.mask_unexecuted(logp_all.gather(-1, trace.unsqueeze(-1)).squeeze(-1)), entropy
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """Teacher-forced cross-entropy of the tokenized target chunks (B, H, A); scalar (mean over B*S)."""
