@@ -103,6 +103,8 @@ class Policy(nn.Module):
             config.head, self.encoder.out_dim, config.action_dim, config.chunk, dict(config.head_options)
         )
         self.scaler = ActionScaler(config.action_low, config.action_high, config.action_dim)
+        if getattr(self.head, "steering", None) is not None:
+            self.encoder.requires_grad_(False)  # the frozen chain reads these features: only the steering learns
 
     # --- acting ---------------------------------------------------------------------------
     def features(self, obs: Obs, augment: bool = False) -> Tensor:
@@ -140,7 +142,8 @@ class Policy(nn.Module):
     ) -> Policy:
         """Our policy directory, or a LeRobot checkpoint (``type`` in config.json) as a LeRobotPolicy adapter.
         ``head_overrides`` replace head options that do not change weight shapes (fine-tuning knobs
-        such as a diffusion head's ``ft_steps`` / ``min_std``)."""
+        such as a diffusion head's ``ft_steps`` / ``min_std``). Overrides that add a module (``steer: true``) start
+        it fresh when the checkpoint was saved without it."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"policy checkpoint not found: {path} (expected a directory with {CONFIG_NAME})")
@@ -156,8 +159,11 @@ class Policy(nn.Module):
         if head_overrides:
             raw["head_options"] = {**raw.get("head_options", {}), **head_overrides}
         policy = cls(PolicyConfig.from_dict(raw))
+        state = load_file(str(path / WEIGHTS_NAME))
+        if head_overrides and "steer" in head_overrides and not any(k.startswith("head.steering.") for k in state):
+            state |= {k: v for k, v in policy.state_dict().items() if k.startswith("head.steering.")}
         try:
-            load_state_checked(policy, load_file(str(path / WEIGHTS_NAME)), path / WEIGHTS_NAME)
+            load_state_checked(policy, state, path / WEIGHTS_NAME)
         except ValueError as err:
             if head_overrides:
                 raise ValueError(f"head options {sorted(head_overrides)} change the saved weights' shapes: {err}") from err

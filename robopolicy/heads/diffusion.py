@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
 from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
+from robopolicy.heads.steering import attach_steering, steering_error
 from robopolicy.types import ActionSample
 
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -70,6 +71,13 @@ class DiffusionHeadConfig:
     """Transformer denoiser blocks."""
     dit_heads: int = 4
     """Transformer denoiser attention heads."""
+    steer: bool = False
+    """Latent-noise steering (DSRL, robopolicy.heads.steering): the one decision is the chain's starting noise,
+    drawn from a learned Gaussian; the denoiser and the encoder are frozen. A fine-tuning option."""
+    steer_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    """Widths of the steering MLP (steer=true)."""
+    steer_init_std: float = 1.0
+    """Initial std of the steered starting noise; 1 is the pretrained policy's own sampling."""
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -154,9 +162,14 @@ class DiffusionHead(ActionHead):
         self.register_buffer("abar_prev", abar_prev, persistent=False)
         self.register_buffer("sigma_eta", sigma_eta, persistent=False)
         self.register_buffer("step_std", sigma_eta.clamp(min=cfg.min_std), persistent=False)  # (K,)
+        self.steering = attach_steering(self, feat_dim, cfg.steer_hidden_sizes, cfg.steer_init_std) if cfg.steer else None
+        if self.steering is not None:
+            self.num_decisions = 1
 
     def set_min_std(self, min_std: float) -> None:
         """Move the exploration floor (PPO's ``algo.min_std_final`` anneals it between rollouts)."""
+        if self.steering is not None:
+            raise steering_error(self, "set_min_std")
         if min_std <= 0:
             raise ValueError(f"DiffusionHead.set_min_std: min_std={min_std} must be > 0 for finite log-probs")
         self.config.min_std = min_std
@@ -203,29 +216,48 @@ class DiffusionHead(ActionHead):
     # ----- ActionHead -----------------------------------------------------------------------------------------------
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
-        """Run the K-step chain from x_K ~ N(0, I). Deterministic: x_{k-1} = mu_k (logp still uses std_k)."""
+        """Run the K-step chain from x_K ~ N(0, I). Deterministic: x_{k-1} = mu_k (logp still uses std_k).
+        Steered: x_K from the steering Gaussian (its mean when deterministic), then the DDIM means."""
         b, k, s = feat.shape[0], self.num_steps, self.num_decisions
-        x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
+        steered = self.steering is not None
+        if steered:
+            x, steer_logp = self.steering.sample(feat, deterministic)
+            deterministic = True
+        else:
+            x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
         chain, logps = [x], []
         for i in range(k):
             mean = self._means(feat, x, torch.full((b,), i, dtype=torch.long, device=feat.device))
             std = self.step_std[i]
             x = mean if deterministic else mean + std * torch.randn_like(mean)
-            if i >= k - s:
+            if not steered and i >= k - s:
                 per_dim = gaussian_log_prob(x, mean, std.log().expand_as(mean))
                 logps.append((self.mask_unexecuted(per_dim) if i == k - 1 else per_dim).sum(-1))  # the chunk's step
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k + 1, self.chunk, self.action_dim)
-        return ActionSample(actions=trace[:, -1].clamp(-1.0, 1.0), trace=trace, logp=torch.stack(logps, dim=1))
+        logp = steer_logp if steered else torch.stack(logps, dim=1)
+        return ActionSample(actions=trace[:, -1].clamp(-1.0, 1.0), trace=trace, logp=logp)
+
+    def _start(self, trace: Tensor) -> Tensor:
+        """The chain's starting noise x_K (B, H*A) of a stored trace, checked."""
+        if trace.dim() != 4 or trace.shape[1:] != (self.num_steps + 1, self.chunk, self.action_dim):
+            raise ValueError(f"DiffusionHead: trace shape {tuple(trace.shape)}, expected "
+                             f"(B, {self.num_steps + 1}, {self.chunk}, {self.action_dim})")
+        return trace[:, 0].flatten(1)
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Sum over H*A of log N(x_{k-1}; mu_k(x_k), std_k^2) for the last S steps: (B, S), differentiable
-        (the last step over the executed actions' dimensions only after ``set_executed``)."""
+        (the last step over the executed actions' dimensions only after ``set_executed``). Steered: (B, 1), the
+        density of the starting noise."""
+        if self.steering is not None:
+            return self.steering.log_prob(feat, self._start(trace))
         mean, log_std, x_next = self._decision_stats(feat, trace)
         return self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std.expand_as(mean))).sum(-1)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Closed-form per-step entropy (B, S): H*A (log std_k + 1/2 + log sqrt(2 pi)); independent of the weights."""
+        if self.steering is not None:
+            return self.steering.entropy(trace.shape[0])
         s, d = self.num_decisions, self.chunk * self.action_dim
         ent = d * (self.step_std[self.num_steps - s :].log() + 0.5 + LOG_SQRT_2PI)
         return ent.to(trace.dtype).expand(trace.shape[0], s)
@@ -235,6 +267,8 @@ class DiffusionHead(ActionHead):
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """DDPM loss for target chunks (B, H, A) in [-1, 1]; each condition gets ``num_noise_samples`` draws."""
+        if self.steering is not None:
+            raise steering_error(self, "imitation_loss")
         n = self.config.num_noise_samples
         x0 = actions.flatten(1).repeat_interleave(n, dim=0)  # (B*n, H*A)
         feat_rep = feat.repeat_interleave(n, dim=0)  # the encoder ran once; only its output is repeated
@@ -256,6 +290,8 @@ class DiffusionHead(ActionHead):
         check_divergence_kind(kind)
         self._check_teacher(teacher_head)
         assert isinstance(teacher_head, DiffusionHead)
+        if self.steering is not None:  # both steered (_check_teacher): the one decision is the starting noise
+            return self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind)
         m_s, ls_s, _ = self._decision_stats(feat, trace)
         m_t, ls_t, _ = teacher_head._decision_stats(teacher_feat, trace, self.num_decisions)
         ls_s, ls_t = ls_s.expand_as(m_s), ls_t.expand_as(m_t)
@@ -273,6 +309,10 @@ class DiffusionHead(ActionHead):
         mine = (self.num_steps, self.config.num_train_timesteps, self.config.beta_schedule, self.chunk, self.action_dim)
         theirs = (teacher.num_steps, teacher.config.num_train_timesteps, teacher.config.beta_schedule,
                   teacher.chunk, teacher.action_dim)
+        if (self.steering is None) != (teacher.steering is None):
+            raise ValueError("DiffusionHead.divergence: the student and the teacher must both be steered (steer=true) "
+                             "or neither: a steered head's decision is the starting noise, an unsteered one's are "
+                             "the denoising steps")
         if mine != theirs or not torch.equal(self.timesteps, teacher.timesteps.to(self.timesteps.device)):
             raise ValueError("DiffusionHead.divergence: teacher schedule differs; (num_inference_steps, "
                              f"num_train_timesteps, beta_schedule, chunk, action_dim) student={mine}, teacher={theirs}")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
 from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
+from robopolicy.heads.steering import attach_steering, steering_error
 from robopolicy.types import ActionSample
 
 NOISE_MODES = ("learned", "scheduled")
@@ -69,6 +70,14 @@ class FlowHeadConfig:
     """Transformer velocity blocks."""
     dit_heads: int = 4
     """Transformer velocity attention heads."""
+    steer: bool = False
+    """Latent-noise steering (DSRL, robopolicy.heads.steering): the one decision is the chain's starting noise,
+    drawn from a learned Gaussian; the Euler steps inject no noise and the velocity and noise nets and the encoder
+    are frozen. A fine-tuning option."""
+    steer_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    """Widths of the steering MLP (steer=true)."""
+    steer_init_std: float = 1.0
+    """Initial std of the steered starting noise; 1 is the pretrained policy's own sampling."""
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_MODES:
@@ -130,6 +139,9 @@ class FlowHead(ActionHead):
             nn.init.constant_(self.noise_net.bias, math.log(p0 / (1 - p0)))
         else:
             self.noise_net = None
+        self.steering = attach_steering(self, feat_dim, cfg.steer_hidden_sizes, cfg.steer_init_std) if cfg.steer else None
+        if self.steering is not None:
+            self.num_decisions = 1
 
     # ----------------------------------------------------------------- networks
     def velocity_field(self, x: Tensor, t: Tensor, feat: Tensor) -> Tensor:
@@ -185,11 +197,16 @@ class FlowHead(ActionHead):
         """x_0 ~ N(0, I), K Euler steps, the last S noisy (none when deterministic); trace (B, K+1, H, A), logp (B, S).
 
         Deterministic sampling keeps the random x_0 (the flow maps noise to modes) and records
-        logp = log N(mean_k; mean_k, std_k^2), i.e. what ``log_prob`` gives for that chain.
+        logp = log N(mean_k; mean_k, std_k^2), i.e. what ``log_prob`` gives for that chain. Steered: x_0 from the
+        steering Gaussian (its mean when deterministic), then K deterministic Euler steps; logp (B, 1).
         """
         b, k_steps = feat.shape[0], self.config.num_steps
         first_decision = k_steps - self.num_decisions
-        x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
+        if self.steering is not None:
+            x, steer_logp = self.steering.sample(feat, deterministic)
+            first_decision = k_steps  # every Euler step deterministic
+        else:
+            x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
         chain, logps = [x], []
         for k in range(k_steps):
             if k < first_decision:  # a deterministic Euler step: no noise, no density
@@ -205,11 +222,22 @@ class FlowHead(ActionHead):
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k_steps + 1, self.chunk, self.action_dim)
         actions = trace[:, -1].clamp(-1.0, 1.0)
-        return ActionSample(actions=actions, trace=trace, logp=torch.stack(logps, dim=1))
+        logp = steer_logp if self.steering is not None else torch.stack(logps, dim=1)
+        return ActionSample(actions=actions, trace=trace, logp=logp)
+
+    def _start(self, trace: Tensor) -> Tensor:
+        """The chain's starting noise x_0 (B, H*A) of a stored trace, checked."""
+        expected = (self.config.num_steps + 1, self.chunk, self.action_dim)
+        if trace.dim() != 4 or tuple(trace.shape[1:]) != expected:
+            raise ValueError(f"FlowHead trace must have shape (B, K+1, H, A) = (B, {', '.join(map(str, expected))}), "
+                             f"got {tuple(trace.shape)}")
+        return trace[:, 0].flatten(1)
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Per-step log N(x_{k+1}; mean_k, std_k^2) summed over H*A: (B, S); grads reach both nets (the last step
-        over the executed actions' dimensions only after ``set_executed``)."""
+        over the executed actions' dimensions only after ``set_executed``). Steered: (B, 1), the density of x_0."""
+        if self.steering is not None:
+            return self.steering.log_prob(feat, self._start(trace))
         x_next, mean, std = self._chain_distributions(feat, trace)
         return self.mask_last_decision(gaussian_log_prob(x_next, mean, std.log())).sum(-1)
 
@@ -219,6 +247,8 @@ class FlowHead(ActionHead):
 
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
         """Both (B, S) from one pass over the decisions."""
+        if self.steering is not None:
+            return self.log_prob(feat, trace), self.steering.entropy(trace.shape[0])
         x_next, mean, std = self._chain_distributions(feat, trace)
         log_std = std.log()
         # H(N(m, s^2)) = log s + 1/2 log(2 pi e), summed over H*A.
@@ -231,6 +261,8 @@ class FlowHead(ActionHead):
         With num_noise_samples = n, each condition gets n (x0, t) draws: feat is repeated
         along the batch, so the encoder runs once per condition.
         """
+        if self.steering is not None:
+            raise steering_error(self, "imitation_loss")
         b, n = feat.shape[0], self.config.num_noise_samples
         expected = (b, self.chunk, self.action_dim)
         if tuple(actions.shape) != expected:
@@ -262,6 +294,12 @@ class FlowHead(ActionHead):
         if shape_s != shape_t:
             raise ValueError(f"FlowHead.divergence: teacher (num_steps, chunk, action_dim) = {shape_t} must match "
                              f"the student's {shape_s}: per-step KL compares the same Euler steps")
+        if (self.steering is None) != (teacher_head.steering is None):
+            raise ValueError("FlowHead.divergence: the student and the teacher must both be steered (steer=true) or "
+                             "neither: a steered head's decision is the starting noise, an unsteered one's are the "
+                             "Euler steps")
+        if self.steering is not None:
+            return self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind)
         _, m_s, std_s = self._chain_distributions(feat, trace)
         _, m_t, std_t = teacher_head._chain_distributions(teacher_feat, trace, self.num_decisions)
         ls_s, ls_t = std_s.log(), std_t.log()

@@ -1,0 +1,87 @@
+"""Latent-noise steering (DSRL, Wagenmaker et al. 2025): fine-tune a diffusion or flow head by learning where its
+chain starts, not how it denoises.
+
+Both heads turn a starting noise w ~ N(0, I) (B, H*A) into a chunk through a chain that is a fixed function of w
+once its injected noise is off (DDIM means; Euler steps). With ``steer: true`` the head draws w from a Gaussian
+conditioned on the features and keeps the chain deterministic:
+
+    w ~ N(mu_phi(feat), diag sigma_phi^2),   chunk = chain_theta(w, feat)   (theta and the encoder frozen)
+    logp (B, 1) = log N(w; mu_phi, sigma_phi^2) summed over H*A            (one decision per policy step)
+
+PPO then moves only phi, so every chunk the policy can output is one the pretrained chain maps some noise to: it
+selects among the BC policy's own behaviours instead of reshaping them. At init mu = 0 and sigma = ``init_std`` (1),
+which is the pretrained policy sampled as usual; deterministic acting uses w = mu.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import Tensor, nn
+
+from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
+
+
+class NoiseSteering(nn.Module):
+    """N(mu_phi(feat), diag sigma^2) over a chain's starting noise: feat (B, F) -> noise (B, D), logp (B, 1)."""
+
+    def __init__(self, feat_dim: int, noise_dim: int, hidden_sizes: list[int], init_std: float):
+        super().__init__()
+        if init_std <= 0:
+            raise ValueError(f"steer_init_std={init_std} must be > 0")
+        sizes = [feat_dim, *hidden_sizes]
+        layers: list[nn.Module] = []
+        for d_in, d_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(d_in, d_out), nn.Tanh()]
+        last = nn.Linear(sizes[-1], noise_dim)
+        nn.init.zeros_(last.weight)  # mu = 0 at init: the pretrained policy's own noise distribution
+        nn.init.zeros_(last.bias)
+        self.mean_net = nn.Sequential(*layers, last)
+        self.log_std = nn.Parameter(torch.full((noise_dim,), math.log(init_std)))
+
+    def forward(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-std, each (B, D)."""
+        mean = self.mean_net(feat)
+        return mean, self.log_std.expand_as(mean)
+
+    def sample(self, feat: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Starting noise (B, D) and its log-density (B, 1); deterministic: the mean."""
+        mean, log_std = self(feat)
+        z = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
+        w = mean + log_std.exp() * z
+        return w, (-0.5 * z.square() - log_std - LOG_SQRT_2PI).sum(-1, keepdim=True)
+
+    def log_prob(self, feat: Tensor, noise: Tensor) -> Tensor:
+        """Differentiable log N(noise; mu_phi(feat), sigma^2) summed over D: (B, 1)."""
+        mean, log_std = self(feat)
+        return gaussian_log_prob(noise, mean, log_std).sum(-1, keepdim=True)
+
+    def entropy(self, batch: int) -> Tensor:
+        """Closed form, (B, 1): sum over D of log sigma + 1/2 + log sqrt(2 pi)."""
+        return (self.log_std + 0.5 + LOG_SQRT_2PI).sum().expand(batch, 1)
+
+    def divergence(self, feat: Tensor, teacher: NoiseSteering, teacher_feat: Tensor, kind: str) -> Tensor:
+        """Divergence (B, 1) between two steering distributions: reverse / forward KL in closed form, JS by MC."""
+        m_s, ls_s = self(feat)
+        m_t, ls_t = teacher(teacher_feat)
+        if kind == "reverse_kl":
+            return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1, keepdim=True)
+        if kind == "forward_kl":
+            return gaussian_kl(m_t, ls_t, m_s, ls_s).sum(-1, keepdim=True)
+        return gaussian_js_mc(m_s, ls_s, m_t, ls_t)
+
+
+def attach_steering(head: nn.Module, feat_dim: int, hidden_sizes: list[int], init_std: float) -> NoiseSteering:
+    """Build the head's steering net and freeze every other weight of the head: PPO moves only the steering."""
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return NoiseSteering(feat_dim, head.chunk * head.action_dim, list(hidden_sizes), init_std)
+
+
+def steering_error(head: nn.Module, what: str) -> ValueError:
+    """The error for what a steered head does not do (its chain is frozen)."""
+    return ValueError(f"{type(head).__name__}.{what}: not with steer=true, whose one decision is the starting noise "
+                      "and whose chain is frozen; train and configure the head without steer, then fine-tune with "
+                      "init_head_options.steer=true")
