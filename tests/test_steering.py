@@ -101,10 +101,12 @@ def test_steering_selects_the_rewarded_mode_of_a_bimodal_bc_policy(name):
 
 
 @pytest.mark.parametrize("name", STEERABLE)
-def test_ppo_first_minibatch_has_ratio_one_for_a_steered_head(name):
+@pytest.mark.parametrize("steer_chain", [False, True])
+def test_ppo_first_minibatch_has_ratio_one_for_a_steered_head(name, steer_chain):
     torch.manual_seed(0)
     env = envs.make_gym_vec_env("robopolicy/ConstantReward-v0", num_envs=2, chunk=2)
-    policy = Policy(PolicyConfig(head=name, head_options={**small_options(name), "steer": True},
+    options = {**small_options(name), "steer": True, "steer_chain": steer_chain}
+    policy = Policy(PolicyConfig(head=name, head_options=options,
                                  encoder=EncoderConfig([16], "tanh"), state_dim=env.state_dim,
                                  action_dim=env.action_dim, chunk=env.chunk,
                                  action_low=env.action_low.tolist(), action_high=env.action_high.tolist()))
@@ -112,15 +114,18 @@ def test_ppo_first_minibatch_has_ratio_one_for_a_steered_head(name):
     ppo = PPO(policy, critic, PPOConfig(n_steps=8, batch_size=8, n_epochs=2), num_envs=2)
     try:
         rollout = LocalRollouts(env, n_steps=8).collect(policy)
-        assert rollout.logp.shape[-1] == 1
+        assert rollout.logp.shape[-1] == (1 + 4 if steer_chain else 1)  # the noise, then the chain's 4 steps
         batch = ppo.prepare(rollout)
         _, first = PPOClipTerm(0.2)(ForwardCache(policy, critic, batch))
         assert float(first["ratio_mean"]) == pytest.approx(1.0, abs=1e-5)
         assert float(first["clip_frac"]) == 0.0
         chain = {k: v.clone() for k, v in policy.state_dict().items() if k.startswith(("head.", "encoder."))
                  and not k.startswith("head.steering.")}
+        steering = {k: v.clone() for k, v in policy.state_dict().items() if k.startswith("head.steering.")}
         ppo.update(rollout)
-        assert all(torch.equal(v, policy.state_dict()[k]) for k, v in chain.items())
+        assert any(not torch.equal(v, policy.state_dict()[k]) for k, v in steering.items())
+        chain_moved = any(not torch.equal(v, policy.state_dict()[k]) for k, v in chain.items())
+        assert chain_moved == steer_chain
     finally:
         env.close()
 
@@ -183,3 +188,28 @@ def test_finetuning_with_steer_moves_only_the_steering(tmp_path):
     assert after.head.steering is not None and after.num_decisions == 1
     moved = {k for k, v in after.state_dict().items() if k not in before.state_dict() or not torch.equal(v, before.state_dict()[k])}
     assert moved and all(k.startswith("head.steering.") for k in moved), sorted(moved)
+
+
+@pytest.mark.parametrize("name", STEERABLE)
+def test_steer_chain_at_init_is_the_unsteered_head_with_the_noise_as_a_first_decision(name):
+    torch.manual_seed(0)
+    base, both = _pair(name, steer_chain=True)
+    feat = torch.randn(6, 8)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        usual = base.sample(feat)  # the chain's exploration noise included
+        torch.manual_seed(1)
+        sample = both.sample(feat)
+        assert torch.equal(sample.trace, usual.trace)
+        assert both.num_decisions == 1 + base.num_decisions and sample.logp.shape == (6, 1 + base.num_decisions)
+        assert torch.allclose(sample.logp[:, 1:], usual.logp, atol=1e-5)
+        assert torch.allclose(both.log_prob(feat, sample.trace), sample.logp, atol=1e-5)
+        logp, entropy = both.log_prob_and_entropy(feat, sample.trace)
+        assert entropy.shape == logp.shape == sample.logp.shape
+        assert torch.allclose(both.divergence(feat, sample.trace, both, feat, "reverse_kl"), torch.zeros_like(logp),
+                              atol=1e-5)
+    policy = Policy(PolicyConfig(head=name, head_options={**small_options(name), "steer": True, "steer_chain": True},
+                                 encoder=EncoderConfig([16], "tanh"), state_dim=5, action_dim=2, chunk=3))
+    assert all(p.requires_grad for p in policy.parameters())  # chain, encoder and steering all train
+    with pytest.raises(ValueError, match=r"HeadConfig.steer_chain=true needs steer=true$"):
+        build_head(name, 8, 3, 4, {**small_options(name), "steer_chain": True})

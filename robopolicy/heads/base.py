@@ -43,7 +43,7 @@ class ActionHead(nn.Module, ABC):
         no executed token is conditioned on them. None or n = H scores everything again."""
         if n is not None and not 1 <= int(n) <= self.chunk:
             raise ValueError(f"{type(self).__name__}.set_executed: n must be None or in 1..{self.chunk}, got {n}")
-        if getattr(self, "steering", None) is not None and n is not None and int(n) != self.chunk:
+        if getattr(self, "chain_frozen", False) and n is not None and int(n) != self.chunk:
             raise ValueError(f"{type(self).__name__}.set_executed: not with steer=true: its one decision, the starting "
                              "noise, moves every action of the chunk, so there is nothing to leave out")
         self.executed = None if n is None or int(n) == self.chunk else int(n)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
 from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
-from robopolicy.heads.steering import attach_steering, steering_error
+from robopolicy.heads.steering import attach_steering, check_steer_options, join_decisions, steering_error
 from robopolicy.types import ActionSample
 
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -78,6 +78,9 @@ class DiffusionHeadConfig:
     """Widths of the steering MLP (steer=true)."""
     steer_init_std: float = 1.0
     """Initial std of the steered starting noise; 1 is the pretrained policy's own sampling."""
+    steer_chain: bool = False
+    """With steer: keep the chain's decisions too (the last ft_steps denoising steps, with their exploration noise)
+    and train the denoiser and the encoder along with the steering; S = 1 + ft_steps."""
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -162,13 +165,15 @@ class DiffusionHead(ActionHead):
         self.register_buffer("abar_prev", abar_prev, persistent=False)
         self.register_buffer("sigma_eta", sigma_eta, persistent=False)
         self.register_buffer("step_std", sigma_eta.clamp(min=cfg.min_std), persistent=False)  # (K,)
-        self.steering = attach_steering(self, feat_dim, cfg.steer_hidden_sizes, cfg.steer_init_std) if cfg.steer else None
-        if self.steering is not None:
-            self.num_decisions = 1
+        self.chain_frozen = check_steer_options(cfg, "DiffusionHeadConfig")
+        self.steering = attach_steering(self, feat_dim, cfg.steer_hidden_sizes, cfg.steer_init_std,
+                                        self.chain_frozen) if cfg.steer else None
+        self.chain_decisions = 0 if self.chain_frozen else s  # the denoising steps among the decisions
+        self.num_decisions = int(self.steering is not None) + self.chain_decisions
 
     def set_min_std(self, min_std: float) -> None:
         """Move the exploration floor (PPO's ``algo.min_std_final`` anneals it between rollouts)."""
-        if self.steering is not None:
+        if self.chain_frozen:
             raise steering_error(self, "set_min_std")
         if min_std <= 0:
             raise ValueError(f"DiffusionHead.set_min_std: min_std={min_std} must be > 0 for finite log-probs")
@@ -205,7 +210,7 @@ class DiffusionHead(ActionHead):
         if trace.dim() != 4 or trace.shape[1:] != (self.num_steps + 1, self.chunk, self.action_dim):
             raise ValueError(f"DiffusionHead: trace shape {tuple(trace.shape)}, expected "
                              f"(B, {self.num_steps + 1}, {self.chunk}, {self.action_dim})")
-        b, k, s = trace.shape[0], self.num_steps, s or self.num_decisions
+        b, k, s = trace.shape[0], self.num_steps, s or self.chain_decisions
         x = trace[:, k - s : k].flatten(2)  # (B, S, H*A) states x_k of the decisions
         idx = torch.arange(k - s, k, device=trace.device).expand(b, s)
         feat_rep = feat.unsqueeze(1).expand(b, s, feat.shape[-1])
@@ -217,26 +222,27 @@ class DiffusionHead(ActionHead):
 
     def sample(self, feat: Tensor, deterministic: bool = False) -> ActionSample:
         """Run the K-step chain from x_K ~ N(0, I). Deterministic: x_{k-1} = mu_k (logp still uses std_k).
-        Steered: x_K from the steering Gaussian (its mean when deterministic), then the DDIM means."""
-        b, k, s = feat.shape[0], self.num_steps, self.num_decisions
-        steered = self.steering is not None
-        if steered:
+        Steered: x_K from the steering Gaussian (its mean when deterministic), its density the first decision;
+        with the chain frozen every step is the DDIM mean."""
+        b, k, s = feat.shape[0], self.num_steps, self.chain_decisions
+        logps = []
+        if self.steering is not None:
             x, steer_logp = self.steering.sample(feat, deterministic)
-            deterministic = True
+            logps.append(steer_logp.squeeze(-1))
         else:
             x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
-        chain, logps = [x], []
+        deterministic = deterministic or self.chain_frozen
+        chain = [x]
         for i in range(k):
             mean = self._means(feat, x, torch.full((b,), i, dtype=torch.long, device=feat.device))
             std = self.step_std[i]
             x = mean if deterministic else mean + std * torch.randn_like(mean)
-            if not steered and i >= k - s:
+            if i >= k - s:
                 per_dim = gaussian_log_prob(x, mean, std.log().expand_as(mean))
                 logps.append((self.mask_unexecuted(per_dim) if i == k - 1 else per_dim).sum(-1))  # the chunk's step
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k + 1, self.chunk, self.action_dim)
-        logp = steer_logp if steered else torch.stack(logps, dim=1)
-        return ActionSample(actions=trace[:, -1].clamp(-1.0, 1.0), trace=trace, logp=logp)
+        return ActionSample(actions=trace[:, -1].clamp(-1.0, 1.0), trace=trace, logp=torch.stack(logps, dim=1))
 
     def _start(self, trace: Tensor) -> Tensor:
         """The chain's starting noise x_K (B, H*A) of a stored trace, checked."""
@@ -247,27 +253,29 @@ class DiffusionHead(ActionHead):
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Sum over H*A of log N(x_{k-1}; mu_k(x_k), std_k^2) for the last S steps: (B, S), differentiable
-        (the last step over the executed actions' dimensions only after ``set_executed``). Steered: (B, 1), the
-        density of the starting noise."""
-        if self.steering is not None:
-            return self.steering.log_prob(feat, self._start(trace))
-        mean, log_std, x_next = self._decision_stats(feat, trace)
-        return self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std.expand_as(mean))).sum(-1)
+        (the last step over the executed actions' dimensions only after ``set_executed``). Steered: the density of
+        the starting noise first."""
+        parts = [self.steering.log_prob(feat, self._start(trace))] if self.steering is not None else []
+        if self.chain_decisions:
+            mean, log_std, x_next = self._decision_stats(feat, trace)
+            parts.append(self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std.expand_as(mean))).sum(-1))
+        return join_decisions(parts)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Closed-form per-step entropy (B, S): H*A (log std_k + 1/2 + log sqrt(2 pi)); independent of the weights."""
-        if self.steering is not None:
-            return self.steering.entropy(trace.shape[0])
-        s, d = self.num_decisions, self.chunk * self.action_dim
-        ent = d * (self.step_std[self.num_steps - s :].log() + 0.5 + LOG_SQRT_2PI)
-        return ent.to(trace.dtype).expand(trace.shape[0], s)
+        parts = [self.steering.entropy(trace.shape[0])] if self.steering is not None else []
+        s, d = self.chain_decisions, self.chunk * self.action_dim
+        if s:
+            ent = d * (self.step_std[self.num_steps - s :].log() + 0.5 + LOG_SQRT_2PI)
+            parts.append(ent.to(trace.dtype).expand(trace.shape[0], s))
+        return join_decisions(parts)
 
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
         return self.log_prob(feat, trace), self.entropy(feat, trace)
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """DDPM loss for target chunks (B, H, A) in [-1, 1]; each condition gets ``num_noise_samples`` draws."""
-        if self.steering is not None:
+        if self.chain_frozen:
             raise steering_error(self, "imitation_loss")
         n = self.config.num_noise_samples
         x0 = actions.flatten(1).repeat_interleave(n, dim=0)  # (B*n, H*A)
@@ -290,10 +298,18 @@ class DiffusionHead(ActionHead):
         check_divergence_kind(kind)
         self._check_teacher(teacher_head)
         assert isinstance(teacher_head, DiffusionHead)
-        if self.steering is not None:  # both steered (_check_teacher): the one decision is the starting noise
-            return self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind)
+        parts = []  # both steered or neither (_check_teacher); a steered head's first decision is the starting noise
+        if self.steering is not None:
+            parts.append(self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind))
+        if self.chain_decisions:
+            parts.append(self._chain_divergence(feat, trace, teacher_head, teacher_feat, kind))
+        return join_decisions(parts)
+
+    def _chain_divergence(self, feat: Tensor, trace: Tensor, teacher_head: DiffusionHead, teacher_feat: Tensor,
+                          kind: DivergenceKind) -> Tensor:
+        """Per-step divergence (B, S) of the denoising decisions."""
         m_s, ls_s, _ = self._decision_stats(feat, trace)
-        m_t, ls_t, _ = teacher_head._decision_stats(teacher_feat, trace, self.num_decisions)
+        m_t, ls_t, _ = teacher_head._decision_stats(teacher_feat, trace, self.chain_decisions)
         ls_s, ls_t = ls_s.expand_as(m_s), ls_t.expand_as(m_t)
         if kind == "reverse_kl":
             return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
 from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
-from robopolicy.heads.steering import attach_steering, steering_error
+from robopolicy.heads.steering import attach_steering, check_steer_options, join_decisions, steering_error
 from robopolicy.types import ActionSample
 
 NOISE_MODES = ("learned", "scheduled")
@@ -78,6 +78,9 @@ class FlowHeadConfig:
     """Widths of the steering MLP (steer=true)."""
     steer_init_std: float = 1.0
     """Initial std of the steered starting noise; 1 is the pretrained policy's own sampling."""
+    steer_chain: bool = False
+    """With steer: keep the chain's decisions too (the last ft_steps Euler steps, with their noise) and train the
+    velocity and noise nets and the encoder along with the steering; S = 1 + ft_steps (or 1 + K)."""
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_MODES:
@@ -139,9 +142,11 @@ class FlowHead(ActionHead):
             nn.init.constant_(self.noise_net.bias, math.log(p0 / (1 - p0)))
         else:
             self.noise_net = None
-        self.steering = attach_steering(self, feat_dim, cfg.steer_hidden_sizes, cfg.steer_init_std) if cfg.steer else None
-        if self.steering is not None:
-            self.num_decisions = 1
+        self.chain_frozen = check_steer_options(cfg, "FlowHeadConfig")
+        self.steering = attach_steering(self, feat_dim, cfg.steer_hidden_sizes, cfg.steer_init_std,
+                                        self.chain_frozen) if cfg.steer else None
+        self.chain_decisions = 0 if self.chain_frozen else self.num_decisions  # the Euler steps among the decisions
+        self.num_decisions = int(self.steering is not None) + self.chain_decisions
 
     # ----------------------------------------------------------------- networks
     def velocity_field(self, x: Tensor, t: Tensor, feat: Tensor) -> Tensor:
@@ -181,7 +186,7 @@ class FlowHead(ActionHead):
 
         Returns the next states x_{K-S+1..K}, means and stds, each (B, S, H*A).
         """
-        b, k, s = feat.shape[0], self.config.num_steps, s or self.num_decisions
+        b, k, s = feat.shape[0], self.config.num_steps, s or self.chain_decisions
         expected = (b, k + 1, self.chunk, self.action_dim)
         if tuple(trace.shape) != expected:
             raise ValueError(f"FlowHead trace must have shape (B, K+1, H, A) = {expected}, got {tuple(trace.shape)}")
@@ -198,16 +203,18 @@ class FlowHead(ActionHead):
 
         Deterministic sampling keeps the random x_0 (the flow maps noise to modes) and records
         logp = log N(mean_k; mean_k, std_k^2), i.e. what ``log_prob`` gives for that chain. Steered: x_0 from the
-        steering Gaussian (its mean when deterministic), then K deterministic Euler steps; logp (B, 1).
+        steering Gaussian (its mean when deterministic), its density the first decision; with the chain frozen every
+        Euler step is deterministic.
         """
         b, k_steps = feat.shape[0], self.config.num_steps
-        first_decision = k_steps - self.num_decisions
+        first_decision = k_steps - self.chain_decisions
+        logps = []
         if self.steering is not None:
             x, steer_logp = self.steering.sample(feat, deterministic)
-            first_decision = k_steps  # every Euler step deterministic
+            logps.append(steer_logp.squeeze(-1))
         else:
             x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
-        chain, logps = [x], []
+        chain = [x]
         for k in range(k_steps):
             if k < first_decision:  # a deterministic Euler step: no noise, no density
                 x = self._euler_mean(x, x.new_full((b,), k / k_steps), feat)
@@ -222,8 +229,7 @@ class FlowHead(ActionHead):
             chain.append(x)
         trace = torch.stack(chain, dim=1).view(b, k_steps + 1, self.chunk, self.action_dim)
         actions = trace[:, -1].clamp(-1.0, 1.0)
-        logp = steer_logp if self.steering is not None else torch.stack(logps, dim=1)
-        return ActionSample(actions=actions, trace=trace, logp=logp)
+        return ActionSample(actions=actions, trace=trace, logp=torch.stack(logps, dim=1))
 
     def _start(self, trace: Tensor) -> Tensor:
         """The chain's starting noise x_0 (B, H*A) of a stored trace, checked."""
@@ -235,11 +241,12 @@ class FlowHead(ActionHead):
 
     def log_prob(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Per-step log N(x_{k+1}; mean_k, std_k^2) summed over H*A: (B, S); grads reach both nets (the last step
-        over the executed actions' dimensions only after ``set_executed``). Steered: (B, 1), the density of x_0."""
-        if self.steering is not None:
-            return self.steering.log_prob(feat, self._start(trace))
-        x_next, mean, std = self._chain_distributions(feat, trace)
-        return self.mask_last_decision(gaussian_log_prob(x_next, mean, std.log())).sum(-1)
+        over the executed actions' dimensions only after ``set_executed``). Steered: the density of x_0 first."""
+        parts = [self.steering.log_prob(feat, self._start(trace))] if self.steering is not None else []
+        if self.chain_decisions:
+            x_next, mean, std = self._chain_distributions(feat, trace)
+            parts.append(self.mask_last_decision(gaussian_log_prob(x_next, mean, std.log())).sum(-1))
+        return join_decisions(parts)
 
     def entropy(self, feat: Tensor, trace: Tensor) -> Tensor:
         """Closed-form entropy of each decision, (B, S)."""
@@ -247,13 +254,17 @@ class FlowHead(ActionHead):
 
     def log_prob_and_entropy(self, feat: Tensor, trace: Tensor) -> tuple[Tensor, Tensor]:
         """Both (B, S) from one pass over the decisions."""
+        logp, entropy = [], []
         if self.steering is not None:
-            return self.log_prob(feat, trace), self.steering.entropy(trace.shape[0])
-        x_next, mean, std = self._chain_distributions(feat, trace)
-        log_std = std.log()
-        # H(N(m, s^2)) = log s + 1/2 log(2 pi e), summed over H*A.
-        entropy = (log_std + 0.5 + LOG_SQRT_2PI).sum(-1)
-        return self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std)).sum(-1), entropy
+            logp.append(self.steering.log_prob(feat, self._start(trace)))
+            entropy.append(self.steering.entropy(trace.shape[0]))
+        if self.chain_decisions:
+            x_next, mean, std = self._chain_distributions(feat, trace)
+            log_std = std.log()
+            # H(N(m, s^2)) = log s + 1/2 log(2 pi e), summed over H*A.
+            entropy.append((log_std + 0.5 + LOG_SQRT_2PI).sum(-1))
+            logp.append(self.mask_last_decision(gaussian_log_prob(x_next, mean, log_std)).sum(-1))
+        return join_decisions(logp), join_decisions(entropy)
 
     def imitation_loss(self, feat: Tensor, actions: Tensor) -> Tensor:
         """Rectified-flow loss for target chunks (B, H, A) in [-1, 1]; scalar.
@@ -261,7 +272,7 @@ class FlowHead(ActionHead):
         With num_noise_samples = n, each condition gets n (x0, t) draws: feat is repeated
         along the batch, so the encoder runs once per condition.
         """
-        if self.steering is not None:
+        if self.chain_frozen:
             raise steering_error(self, "imitation_loss")
         b, n = feat.shape[0], self.config.num_noise_samples
         expected = (b, self.chunk, self.action_dim)
@@ -298,10 +309,18 @@ class FlowHead(ActionHead):
             raise ValueError("FlowHead.divergence: the student and the teacher must both be steered (steer=true) or "
                              "neither: a steered head's decision is the starting noise, an unsteered one's are the "
                              "Euler steps")
+        parts = []  # a steered head's first decision is the starting noise
         if self.steering is not None:
-            return self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind)
+            parts.append(self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind))
+        if self.chain_decisions:
+            parts.append(self._chain_divergence(feat, trace, teacher_head, teacher_feat, kind))
+        return join_decisions(parts)
+
+    def _chain_divergence(self, feat: Tensor, trace: Tensor, teacher_head: FlowHead, teacher_feat: Tensor,
+                          kind: DivergenceKind) -> Tensor:
+        """Per-step divergence (B, S) of the Euler decisions."""
         _, m_s, std_s = self._chain_distributions(feat, trace)
-        _, m_t, std_t = teacher_head._chain_distributions(teacher_feat, trace, self.num_decisions)
+        _, m_t, std_t = teacher_head._chain_distributions(teacher_feat, trace, self.chain_decisions)
         ls_s, ls_t = std_s.log(), std_t.log()
         if kind == "reverse_kl":
             return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1)

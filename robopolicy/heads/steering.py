@@ -11,12 +11,17 @@ conditioned on the features and keeps the chain deterministic:
 PPO then moves only phi, so every chunk the policy can output is one the pretrained chain maps some noise to: it
 selects among the BC policy's own behaviours instead of reshaping them. At init mu = 0 and sigma = ``init_std`` (1),
 which is the pretrained policy sampled as usual; deterministic acting uses w = mu.
+
+``steer_chain: true`` keeps the chain's own decisions as well (its last ``ft_steps`` noisy steps, DPPO / ReinFlow):
+S = 1 + ft_steps, the chain, the encoder and the steering all train, and at init the policy is the unsteered head's
+exactly. Steering then adds a state-dependent choice of the starting noise to the usual fine-tuning.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -73,11 +78,26 @@ class NoiseSteering(nn.Module):
         return gaussian_js_mc(m_s, ls_s, m_t, ls_t)
 
 
-def attach_steering(head: nn.Module, feat_dim: int, hidden_sizes: list[int], init_std: float) -> NoiseSteering:
-    """Build the head's steering net and freeze every other weight of the head: PPO moves only the steering."""
-    for p in head.parameters():
-        p.requires_grad_(False)
+def check_steer_options(cfg: Any, where: str) -> bool:
+    """Validate a head config's steer options; True when the chain is frozen (steer without steer_chain)."""
+    if cfg.steer_chain and not cfg.steer:
+        raise ValueError(f"{where}.steer_chain=true needs steer=true")
+    return bool(cfg.steer and not cfg.steer_chain)
+
+
+def attach_steering(head: nn.Module, feat_dim: int, hidden_sizes: list[int], init_std: float,
+                    freeze_chain: bool) -> NoiseSteering:
+    """Build the head's steering net; ``freeze_chain``: freeze every other weight of the head, so that PPO moves
+    only the steering."""
+    if freeze_chain:
+        for p in head.parameters():
+            p.requires_grad_(False)
     return NoiseSteering(feat_dim, head.chunk * head.action_dim, list(hidden_sizes), init_std)
+
+
+def join_decisions(parts: list[Tensor]) -> Tensor:
+    """Per-decision tensors (B, S_i) side by side: the steering's decision first, then the chain's."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def steering_error(head: nn.Module, what: str) -> ValueError:
