@@ -207,9 +207,7 @@ class DiffusionHead(ActionHead):
 
         Returns the means (B, S, H*A), log-stds (1, S, 1) and the next states x_{k-1} (B, S, H*A).
         """
-        if trace.dim() != 4 or trace.shape[1:] != (self.num_steps + 1, self.chunk, self.action_dim):
-            raise ValueError(f"DiffusionHead: trace shape {tuple(trace.shape)}, expected "
-                             f"(B, {self.num_steps + 1}, {self.chunk}, {self.action_dim})")
+        self._start(trace)  # checks the shape
         b, k, s = trace.shape[0], self.num_steps, s or self.chain_decisions
         x = trace[:, k - s : k].flatten(2)  # (B, S, H*A) states x_k of the decisions
         idx = torch.arange(k - s, k, device=trace.device).expand(b, s)
