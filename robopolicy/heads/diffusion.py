@@ -32,8 +32,14 @@ from torch import Tensor, nn
 
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
-from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
-from robopolicy.heads.steering import attach_steering, check_steer_options, join_decisions, steering_error
+from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_divergence, gaussian_log_prob
+from robopolicy.heads.steering import (
+    attach_steering,
+    check_steer_options,
+    join_decisions,
+    steered_divergence,
+    steering_error,
+)
 from robopolicy.types import ActionSample
 
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -296,26 +302,15 @@ class DiffusionHead(ActionHead):
         check_divergence_kind(kind)
         self._check_teacher(teacher_head)
         assert isinstance(teacher_head, DiffusionHead)
-        parts = []  # both steered or neither (_check_teacher); a steered head's first decision is the starting noise
-        if self.steering is not None:
-            parts.append(self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind))
-        if self.chain_decisions:
-            parts.append(self._chain_divergence(feat, trace, teacher_head, teacher_feat, kind))
-        return join_decisions(parts)
+        return steered_divergence(self, teacher_head, feat, teacher_feat, kind,
+                                  lambda: self._chain_divergence(feat, trace, teacher_head, teacher_feat, kind))
 
     def _chain_divergence(self, feat: Tensor, trace: Tensor, teacher_head: DiffusionHead, teacher_feat: Tensor,
                           kind: DivergenceKind) -> Tensor:
         """Per-step divergence (B, S) of the denoising decisions."""
         m_s, ls_s, _ = self._decision_stats(feat, trace)
         m_t, ls_t, _ = teacher_head._decision_stats(teacher_feat, trace, self.chain_decisions)
-        ls_s, ls_t = ls_s.expand_as(m_s), ls_t.expand_as(m_t)
-        if kind == "reverse_kl":
-            return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1)
-        if kind == "forward_kl":
-            return gaussian_kl(m_t, ls_t, m_s, ls_s).sum(-1)
-        b, s, d = m_s.shape
-        flat = [v.reshape(b * s, d) for v in (m_s, ls_s, m_t, ls_t)]
-        return gaussian_js_mc(*flat).view(b, s)
+        return gaussian_divergence(m_s, ls_s, m_t, ls_t, kind)
 
     def _check_teacher(self, teacher: ActionHead) -> None:
         if not isinstance(teacher, DiffusionHead):
@@ -323,10 +318,6 @@ class DiffusionHead(ActionHead):
         mine = (self.num_steps, self.config.num_train_timesteps, self.config.beta_schedule, self.chunk, self.action_dim)
         theirs = (teacher.num_steps, teacher.config.num_train_timesteps, teacher.config.beta_schedule,
                   teacher.chunk, teacher.action_dim)
-        if (self.steering is None) != (teacher.steering is None):
-            raise ValueError("DiffusionHead.divergence: the student and the teacher must both be steered (steer=true) "
-                             "or neither: a steered head's decision is the starting noise, an unsteered one's are "
-                             "the denoising steps")
         if mine != theirs or not torch.equal(self.timesteps, teacher.timesteps.to(self.timesteps.device)):
             raise ValueError("DiffusionHead.divergence: teacher schedule differs; (num_inference_steps, "
                              f"num_train_timesteps, beta_schedule, chunk, action_dim) student={mine}, teacher={theirs}")

@@ -34,8 +34,14 @@ from torch import Tensor, nn
 
 from robopolicy.heads.base import ActionHead, DivergenceKind, check_divergence_kind
 from robopolicy.heads.denoisers import TransformerDenoiser, check_denoiser
-from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
-from robopolicy.heads.steering import attach_steering, check_steer_options, join_decisions, steering_error
+from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_divergence, gaussian_log_prob
+from robopolicy.heads.steering import (
+    attach_steering,
+    check_steer_options,
+    join_decisions,
+    steered_divergence,
+    steering_error,
+)
 from robopolicy.types import ActionSample
 
 NOISE_MODES = ("learned", "scheduled")
@@ -305,27 +311,12 @@ class FlowHead(ActionHead):
         if shape_s != shape_t:
             raise ValueError(f"FlowHead.divergence: teacher (num_steps, chunk, action_dim) = {shape_t} must match "
                              f"the student's {shape_s}: per-step KL compares the same Euler steps")
-        if (self.steering is None) != (teacher_head.steering is None):
-            raise ValueError("FlowHead.divergence: the student and the teacher must both be steered (steer=true) or "
-                             "neither: a steered head's decision is the starting noise, an unsteered one's are the "
-                             "Euler steps")
-        parts = []  # a steered head's first decision is the starting noise
-        if self.steering is not None:
-            parts.append(self.steering.divergence(feat, teacher_head.steering, teacher_feat, kind))
-        if self.chain_decisions:
-            parts.append(self._chain_divergence(feat, trace, teacher_head, teacher_feat, kind))
-        return join_decisions(parts)
+        return steered_divergence(self, teacher_head, feat, teacher_feat, kind,
+                                  lambda: self._chain_divergence(feat, trace, teacher_head, teacher_feat, kind))
 
     def _chain_divergence(self, feat: Tensor, trace: Tensor, teacher_head: FlowHead, teacher_feat: Tensor,
                           kind: DivergenceKind) -> Tensor:
         """Per-step divergence (B, S) of the Euler decisions."""
         _, m_s, std_s = self._chain_distributions(feat, trace)
         _, m_t, std_t = teacher_head._chain_distributions(teacher_feat, trace, self.chain_decisions)
-        ls_s, ls_t = std_s.log(), std_t.log()
-        if kind == "reverse_kl":
-            return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1)
-        if kind == "forward_kl":
-            return gaussian_kl(m_t, ls_t, m_s, ls_s).sum(-1)
-        b, k = m_s.shape[:2]
-        flat = [v.flatten(0, 1) for v in (m_s, ls_s, m_t, ls_t)]  # each (B S, H*A)
-        return gaussian_js_mc(*flat).view(b, k)
+        return gaussian_divergence(m_s, std_s.log(), m_t, std_t.log(), kind)

@@ -54,6 +54,19 @@ def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Te
     return log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
 
 
+def gaussian_divergence(m_s: Tensor, ls_s: Tensor, m_t: Tensor, ls_t: Tensor, kind: str) -> Tensor:
+    """Divergence between diagonal Gaussians s (student) and t (teacher) over the last dim, one per leading index:
+    reverse_kl = KL(s || t) and forward_kl = KL(t || s) in closed form, js by Monte Carlo (gaussian_js_mc).
+    Log-stds broadcast against their means."""
+    ls_s, ls_t = ls_s.expand_as(m_s), ls_t.expand_as(m_t)
+    if kind == "reverse_kl":
+        return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1)
+    if kind == "forward_kl":
+        return gaussian_kl(m_t, ls_t, m_s, ls_s).sum(-1)
+    flat = [v.reshape(-1, m_s.shape[-1]) for v in (m_s, ls_s, m_t, ls_t)]
+    return gaussian_js_mc(*flat).view(m_s.shape[:-1])
+
+
 def tanh_log_det(pre: Tensor) -> Tensor:
     """log|d tanh(x)/dx| = log(1 - tanh(x)^2), in a form stable for large |x|."""
     return 2.0 * (math.log(2.0) - pre - F.softplus(-2.0 * pre))
@@ -151,11 +164,7 @@ class GaussianHead(ActionHead):
             raise TypeError(f"GaussianHead.divergence needs a GaussianHead teacher, got {type(teacher_head).__name__}")
         m_s, ls_s = self.distribution(feat)
         m_t, ls_t = teacher_head.distribution(teacher_feat)
-        if kind == "reverse_kl":
-            return gaussian_kl(m_s, ls_s, m_t, ls_t).flatten(1).sum(-1, keepdim=True)
-        if kind == "forward_kl":
-            return gaussian_kl(m_t, ls_t, m_s, ls_s).flatten(1).sum(-1, keepdim=True)
-        return gaussian_js_mc(m_s, ls_s, m_t, ls_t)
+        return gaussian_divergence(*(v.flatten(1) for v in (m_s, ls_s, m_t, ls_t)), kind).unsqueeze(-1)
 
 
 def gaussian_js_mc(m_p: Tensor, ls_p: Tensor, m_q: Tensor, ls_q: Tensor, n: int = 256) -> Tensor:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_js_mc, gaussian_kl, gaussian_log_prob
+from robopolicy.heads.gaussian import LOG_SQRT_2PI, gaussian_divergence, gaussian_log_prob
 
 
 class NoiseSteering(nn.Module):
@@ -71,11 +72,7 @@ class NoiseSteering(nn.Module):
         """Divergence (B, 1) between two steering distributions: reverse / forward KL in closed form, JS by MC."""
         m_s, ls_s = self(feat)
         m_t, ls_t = teacher(teacher_feat)
-        if kind == "reverse_kl":
-            return gaussian_kl(m_s, ls_s, m_t, ls_t).sum(-1, keepdim=True)
-        if kind == "forward_kl":
-            return gaussian_kl(m_t, ls_t, m_s, ls_s).sum(-1, keepdim=True)
-        return gaussian_js_mc(m_s, ls_s, m_t, ls_t)
+        return gaussian_divergence(m_s, ls_s, m_t, ls_t, kind).unsqueeze(-1)
 
 
 def check_steer_options(cfg: Any, where: str) -> bool:
@@ -98,6 +95,20 @@ def attach_steering(head: nn.Module, feat_dim: int, hidden_sizes: list[int], ini
 def join_decisions(parts: list[Tensor]) -> Tensor:
     """Per-decision tensors (B, S_i) side by side: the steering's decision first, then the chain's."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def steered_divergence(student: nn.Module, teacher: nn.Module, feat: Tensor, teacher_feat: Tensor, kind: str,
+                       chain_divergence: Callable[[], Tensor]) -> Tensor:
+    """Per-decision divergence (B, S) of a diffusion or flow head, steered or not: the starting noise's first, then
+    ``chain_divergence()`` (B, chain_decisions), called when the chain has decisions. Both heads steered or neither."""
+    if (student.steering is None) != (teacher.steering is None):
+        raise ValueError(f"{type(student).__name__}.divergence: the student and the teacher must both be steered "
+                         "(steer=true) or neither: a steered head's first decision is the starting noise, an unsteered "
+                         "one's are its chain's steps")
+    parts = [student.steering.divergence(feat, teacher.steering, teacher_feat, kind)] if student.steering is not None else []
+    if student.chain_decisions:
+        parts.append(chain_divergence())
+    return join_decisions(parts)
 
 
 def steering_error(head: nn.Module, what: str) -> ValueError:
