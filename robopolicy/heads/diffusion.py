@@ -37,6 +37,7 @@ from robopolicy.heads.steering import (
     attach_steering,
     check_steer_options,
     join_decisions,
+    starting_noise,
     steered_divergence,
     steering_error,
 )
@@ -229,12 +230,7 @@ class DiffusionHead(ActionHead):
         Steered: x_K from the steering Gaussian (its mean when deterministic), its density the first decision;
         with the chain frozen every step is the DDIM mean."""
         b, k, s = feat.shape[0], self.num_steps, self.chain_decisions
-        logps = []
-        if self.steering is not None:
-            x, steer_logp = self.steering.sample(feat, deterministic)
-            logps.append(steer_logp.squeeze(-1))
-        else:
-            x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
+        x, logps = starting_noise(self.steering, feat, self.chunk * self.action_dim, deterministic)
         deterministic = deterministic or self.chain_frozen
         chain = [x]
         for i in range(k):

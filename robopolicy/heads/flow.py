@@ -39,6 +39,7 @@ from robopolicy.heads.steering import (
     attach_steering,
     check_steer_options,
     join_decisions,
+    starting_noise,
     steered_divergence,
     steering_error,
 )
@@ -214,12 +215,7 @@ class FlowHead(ActionHead):
         """
         b, k_steps = feat.shape[0], self.config.num_steps
         first_decision = k_steps - self.chain_decisions
-        logps = []
-        if self.steering is not None:
-            x, steer_logp = self.steering.sample(feat, deterministic)
-            logps.append(steer_logp.squeeze(-1))
-        else:
-            x = torch.randn(b, self.chunk * self.action_dim, device=feat.device, dtype=feat.dtype)
+        x, logps = starting_noise(self.steering, feat, self.chunk * self.action_dim, deterministic)
         chain = [x]
         for k in range(k_steps):
             if k < first_decision:  # a deterministic Euler step: no noise, no density

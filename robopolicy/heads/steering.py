@@ -92,6 +92,16 @@ def attach_steering(head: nn.Module, feat_dim: int, hidden_sizes: list[int], ini
     return NoiseSteering(feat_dim, head.chunk * head.action_dim, list(hidden_sizes), init_std)
 
 
+def starting_noise(steering: NoiseSteering | None, feat: Tensor, noise_dim: int,
+                   deterministic: bool) -> tuple[Tensor, list[Tensor]]:
+    """A chain's starting noise (B, noise_dim) and the decisions' log-probs so far: the steering's draw (its mean when
+    deterministic) and [its logp (B,)], or N(0, I) and [] unsteered."""
+    if steering is None:
+        return torch.randn(feat.shape[0], noise_dim, device=feat.device, dtype=feat.dtype), []
+    noise, logp = steering.sample(feat, deterministic)
+    return noise, [logp.squeeze(-1)]
+
+
 def join_decisions(parts: list[Tensor]) -> Tensor:
     """Per-decision tensors (B, S_i) side by side: the steering's decision first, then the chain's."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
