@@ -115,7 +115,9 @@ def steered_divergence(student: nn.Module, teacher: nn.Module, feat: Tensor, tea
         raise ValueError(f"{type(student).__name__}.divergence: the student and the teacher must both be steered "
                          "(steer=true) or neither: a steered head's first decision is the starting noise, an unsteered "
                          "one's are its chain's steps")
-    parts = [student.steering.divergence(feat, teacher.steering, teacher_feat, kind)] if student.steering is not None else []
+    parts = []
+    if student.steering is not None:
+        parts.append(student.steering.divergence(feat, teacher.steering, teacher_feat, kind))
     if student.chain_decisions:
         parts.append(chain_divergence())
     return join_decisions(parts)
@@ -125,4 +127,4 @@ def steering_error(head: nn.Module, what: str) -> ValueError:
     """The error for what a steered head does not do (its chain is frozen)."""
     return ValueError(f"{type(head).__name__}.{what}: not with steer=true, whose one decision is the starting noise "
                       "and whose chain is frozen; train and configure the head without steer, then fine-tune with "
-                      "init_head_options.steer=true")
+                      "+init_head_options.steer=true")
