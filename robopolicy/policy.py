@@ -103,7 +103,7 @@ class Policy(nn.Module):
             config.head, self.encoder.out_dim, config.action_dim, config.chunk, dict(config.head_options)
         )
         self.scaler = ActionScaler(config.action_low, config.action_high, config.action_dim)
-        if getattr(self.head, "chain_frozen", False):
+        if self.head.chain_frozen:
             self.encoder.requires_grad_(False)  # the frozen chain reads these features: only the steering learns
 
     # --- acting ---------------------------------------------------------------------------

@@ -31,6 +31,9 @@ class ActionHead(nn.Module, ABC):
     #: the first n of the H actions the env runs per policy step (``env.execute``), set by ``set_executed``
     #: for ``algo.score_executed_only``; None: log-probs cover every dimension
     executed: int | None = None
+    #: True when only a steering net trains (``steer: true`` on a chain head): the head's other weights and the
+    #: policy's encoder are frozen
+    chain_frozen: bool = False
 
     def set_executed(self, n: int | None) -> None:
         """Score only what the executed actions depend on: from now on ``sample`` and ``log_prob`` leave out
@@ -43,7 +46,7 @@ class ActionHead(nn.Module, ABC):
         no executed token is conditioned on them. None or n = H scores everything again."""
         if n is not None and not 1 <= int(n) <= self.chunk:
             raise ValueError(f"{type(self).__name__}.set_executed: n must be None or in 1..{self.chunk}, got {n}")
-        if getattr(self, "chain_frozen", False) and n is not None and int(n) != self.chunk:
+        if self.chain_frozen and n is not None and int(n) != self.chunk:
             raise ValueError(f"{type(self).__name__}.set_executed: not with steer=true: its one decision, the starting "
                              "noise, moves every action of the chunk, so there is nothing to leave out")
         self.executed = None if n is None or int(n) == self.chunk else int(n)
