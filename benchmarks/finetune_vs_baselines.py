@@ -27,6 +27,8 @@ one plot of all curves, and ends with one JSON line.
     python benchmarks/finetune_vs_baselines.py --recipe tokens --head tokens --methods ours --task metaworld_push \
         --steps 1000000 --eval-every 64000 --override bc:policy.head_options.d_model=128 bc:algo.steps=10000
         # session 26: a chunk-1 BC needs more steps on push (3% at 3,000, 20% at 10,000); its run: 50% best by 1M
+    python benchmarks/finetune_vs_baselines.py --task metaworld_pick_place --head flow --seeds 2 --bc-only
+        # demos and BC only: the start a variant run pairs with (robopolicy train init_policy=<bc> dataset=<demos>)
 """
 
 from __future__ import annotations
@@ -169,6 +171,9 @@ def main() -> None:
     parser.add_argument("--bc-lr", type=float, default=None,
                         help="BC learning rate of the starting point (default: bc_metaworld's, 1e-3)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--bc-only", action="store_true",
+                        help="record the demos and train the BC of each seed, print their paths and stop: the start "
+                             "that a variant run (robopolicy train init_policy=... dataset=...) pairs with")
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--eval-every", type=int, default=16_000)
     parser.add_argument("--eval-episodes", type=int, default=30)
@@ -192,6 +197,8 @@ def main() -> None:
     if args.recipe == "tokens" and args.head != "tokens":
         parser.error(f"--recipe tokens sets a token head's temperature; --head is {args.head!r} (use --head tokens)")
     args.chunk = recipe_chunk(args.recipe)
+    if args.bc_only:
+        args.methods = []
     demos, bc_steps = 10, 3000
     if args.quick:
         demos, bc_steps, args.steps, args.eval_every, args.eval_episodes = 2, 100, 1600, 1600, 2
@@ -201,20 +208,23 @@ def main() -> None:
 
     torch.set_num_threads(1)
     root = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
-    results, starts = [], {}
+    results, starts, bcs, datasets = [], {}, [], []
     for seed in args.seeds:
         dataset, bc, starts[seed] = prepare(args.task, seed, root, demos, bc_steps, args.eval_episodes, args.head,
                                             args.bc_lr, args.chunk, args.override.get("bc"))
         print(f"seed {seed}: BC success {starts[seed]:.2f} ({bc})", flush=True)
+        bcs.append(str(bc))
+        datasets.append(str(dataset))
         for method in args.methods:
             r = finetune(method, args.task, seed, root, dataset, bc, args)
             results.append(r)
             print(f"  {method:6s} steps to {args.threshold:.0%}: {r['steps_to_threshold'] or f'> {args.steps}'}  "
                   f"start {r['start_success']:.2f}  first eval {r['first_eval_success']:.2f}  "
                   f"min {r['min_success']:.2f}  final {r['final_success']:.2f}  ({r['wall_s']:.0f} s)", flush=True)
-    plot(results, root / "success_curves.png", args.threshold,
-         f"{args.task}, {args.head} head from BC on {demos} noisy demos")
-    print(f"plot: {root / 'success_curves.png'}")
+    if results:
+        plot(results, root / "success_curves.png", args.threshold,
+             f"{args.task}, {args.head} head from BC on {demos} noisy demos")
+        print(f"plot: {root / 'success_curves.png'}")
 
     def mean_steps(method: str) -> tuple[float, bool]:
         rs = [r for r in results if r["method"] == method]
@@ -222,7 +232,8 @@ def main() -> None:
         return sum(steps) / max(1, len(steps)), all(r["steps_to_threshold"] for r in rs)
 
     summary: dict = {"task": args.task, "head": args.head, "seeds": args.seeds, "threshold": args.threshold,
-                     "budget": args.steps, "bc_success": [starts[s] for s in args.seeds]}
+                     "budget": args.steps, "bc_success": [starts[s] for s in args.seeds], "bc_checkpoints": bcs,
+                     "datasets": datasets}
     for method in args.methods:
         steps, all_reached = mean_steps(method)
         summary[f"{method}_steps_to_threshold"] = steps if all_reached else None

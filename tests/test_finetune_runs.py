@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,7 +128,6 @@ def test_finetune_recipe_serves_flow_and_refuses_its_options_for_tokens_until_re
 def _finetune_benchmark():
     """benchmarks/finetune_vs_baselines.py as a module (benchmarks/ is not a package)."""
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).parents[1] / "benchmarks" / "finetune_vs_baselines.py"
     spec = importlib.util.spec_from_file_location("finetune_vs_baselines", path)
@@ -171,3 +172,20 @@ def test_benchmark_token_recipe_acts_one_action_per_step():
                          text=True, check=False)
     assert out.returncode == 2
     assert "--recipe tokens sets a token head's temperature; --head is 'flow' (use --head tokens)" in out.stderr
+
+
+def test_benchmark_bc_only_stops_after_the_bc_and_prints_its_paths(tmp_path):
+    """--bc-only records the demos and trains the BC, names both in its last JSON line and fine-tunes nothing."""
+    import subprocess
+    import sys
+
+    bench = _finetune_benchmark()
+    out = subprocess.run([sys.executable, bench.__file__, "--quick", "--bc-only", "--out", str(tmp_path)],
+                         capture_output=True, text=True, check=False, env={**os.environ, "MUJOCO_GL": "egl"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    (bc,), (demos,) = summary["bc_checkpoints"], summary["datasets"]
+    assert (Path(bc) / "policy").is_dir() and Path(demos).is_dir()
+    assert not any(key.startswith(("ours_", "o2o_", "naive_")) for key in summary)
+    (root,) = tmp_path.iterdir()
+    assert sorted(p.name for p in root.iterdir()) == ["bc-0", "demos-0"]
