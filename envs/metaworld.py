@@ -172,6 +172,40 @@ class _ResetCurriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
 
+class _ConfigSweep(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Off until ``sweep_reset_configs(stride)`` is called (``evaluate(all_configs=True)`` does, through the vector
+    env's ``call``); from then on MT1's configurations run in order instead of being drawn: a reset seeded with s
+    runs configuration s mod 50, and each later reset moves ``stride`` on. B envs seeded s, s+1, ..., s+B-1 with
+    ``stride`` B thus run configurations s, s+1, s+2, ... round-robin: every one once per 50 episodes in all."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self.stride, self._position = 0, 0
+        self._curriculum = isinstance(env, _ResetCurriculum)  # it draws the configurations itself
+
+    def sweep_reset_configs(self, stride: int) -> int:
+        """Start the sweep at the next seeded reset; returns the number of configurations."""
+        if self._curriculum:
+            raise ValueError("all_configs: the env draws its configurations with reset_curriculum; drop it to sweep")
+        if stride < 1:
+            raise ValueError(f"sweep_reset_configs: stride must be positive, got {stride}")
+        task_selector(self.env).toggle_sample_tasks_on_reset(False)  # we choose the configuration
+        self.stride = int(stride)
+        return len(task_selector(self.env).tasks)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if not self.stride:
+            return self.env.reset(seed=seed, options=options)
+        if seed is not None:
+            self._position = int(seed)
+        config = self._position % len(task_selector(self.env).tasks)
+        self._position += self.stride
+        self.unwrapped.set_task(task_selector(self.env).tasks[config])
+        obs, info = self.env.reset(seed=seed, options=options)
+        return obs, {**info, "reset_config": config}
+
+
 class _Float32State(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """float32 observations in an unbounded Box: Meta-World's own bounds are tighter than what it returns
     (its reset obs fails ``observation_space.contains``), so a space checker would reject a correct env."""
@@ -241,6 +275,7 @@ def _make_mt1(
     env = _SeededTaskReset(env)
     if reset_curriculum:
         env = _ResetCurriculum(env, reset_curriculum)
+    env = _ConfigSweep(env)  # off unless an evaluation starts it
     env = _Float32State(env)
     if success_bonus:
         env = _SuccessBonus(env, success_bonus)

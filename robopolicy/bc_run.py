@@ -259,7 +259,7 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                     save()
         if episodes > 0:
             result = evaluate(bc.eval_policy, cfg.env, episodes=episodes, seed=10_000 + int(cfg.seed),
-                              deterministic=eval_deterministic(cfg))
+                              deterministic=eval_deterministic(cfg), all_configs=bool(cfg.get("eval_all_configs", False)))
             eval_summary = result.summary() | {"policy": f"last (step {step})"}
             final = eval_metrics(eval_summary)
             logger.log(step, final)

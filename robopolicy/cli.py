@@ -108,9 +108,11 @@ def cmd_eval(overrides: list[str]) -> int:
             raise ConfigError(f"env: {ckpt} carries no run config; pass env.id=... (and env._target_) explicitly")
         env_cfg = run_cfg.env
     video = ckpt / "videos" / "eval.mp4" if cfg.video else None
-    result = evaluate(policy, env_cfg, episodes=int(cfg.episodes), deterministic=bool(cfg.deterministic),
+    episodes = cfg.episodes if cfg.episodes is not None else (50 if cfg.all_configs else 10)
+    result = evaluate(policy, env_cfg, episodes=int(episodes), deterministic=bool(cfg.deterministic),
                       seed=int(cfg.seed), video_path=video, execution=str(cfg.execution),
-                      n_action_steps=cfg.n_action_steps, ensemble_coeff=float(cfg.ensemble_coeff))
+                      n_action_steps=cfg.n_action_steps, ensemble_coeff=float(cfg.ensemble_coeff),
+                      all_configs=bool(cfg.all_configs))
     summary = result.summary() | {"checkpoint": str(ckpt), "env": OmegaConf.select(env_cfg, "id")}
     _print_eval(summary)
     print(json.dumps(summary))
@@ -211,6 +213,8 @@ def _print_eval(s: dict) -> None:
     if "success_rate" in s:
         line += f", success {100 * s['success_rate']:.0f}% ± {100 * s['success_ci95']:.0f}%"
     console.print(f"[bold green]eval[/]: {line}")
+    if "failed_configs" in s:  # all_configs: the sweep names them (exact for a deterministic policy)
+        console.print(f"failed configurations: {s['failed_configs'] or 'none'}")
     if "video" in s:
         console.print(f"video: {s['video']}")
 

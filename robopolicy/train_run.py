@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from robopolicy.algorithms.ppo import PPO, PPOConfig
 from robopolicy.checkpoint import load_policy, load_training_state, resolve_checkpoint
 from robopolicy.critic import CriticConfig, ValueCritic
-from robopolicy.evaluate import env_config, eval_metrics, evaluate
+from robopolicy.evaluate import check_all_configs, env_config, eval_metrics, evaluate
 from robopolicy.group_rollouts import GroupRollouts
 from robopolicy.offline_critic import discounted_returns, pretrain_critic
 from robopolicy.offline_improve import improve_offline
@@ -307,11 +307,16 @@ def periodic_evaluator(cfg: DictConfig):
     points is the policy's, not the draw of tasks (common random numbers). Deterministic unless
     ``eval_deterministic`` is false; sampled evaluations also draw the policy's noise from a fixed seed."""
     episodes = max(1, int(cfg.eval_episodes))
-    deterministic = eval_deterministic(cfg)
+    deterministic, all_configs = eval_deterministic(cfg), bool(cfg.get("eval_all_configs", False))
+    if all_configs:  # a wrong env or episode count fails here, not at the first evaluation
+        try:
+            check_all_configs(cfg.env, int(cfg.eval_episodes))
+        except ValueError as err:
+            raise ConfigError(f"eval_all_configs: {err}") from err
 
     def run(policy: Policy) -> dict[str, float]:
         return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000,
-                                     deterministic=deterministic).summary())
+                                     deterministic=deterministic, all_configs=all_configs).summary())
 
     return run
 
@@ -338,7 +343,8 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                 which = f"best (step {(best / 'step.txt').read_text().split()[0]})"
             video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
-                              deterministic=eval_deterministic(cfg), video_path=video)
+                              deterministic=eval_deterministic(cfg), video_path=video,
+                              all_configs=bool(cfg.get("eval_all_configs", False)))
             eval_summary = result.summary() | {"policy": which}
             session.logger.log(trainer.step, eval_metrics(eval_summary) | {"eval/is_final": 1.0})
     finally:
