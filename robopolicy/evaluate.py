@@ -27,7 +27,6 @@ class EvalResult:
     successes: list[bool] = field(default_factory=list)
     video: Path | None = None
     configs: list[int] = field(default_factory=list)  # each episode's reset configuration (all_configs only)
-    exact: bool = False  # every configuration once (or k times) with a deterministic policy: no sampling error
 
     @staticmethod
     def _ci(x: list[float]) -> tuple[float, float]:
@@ -38,13 +37,10 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         mean, half = self._ci(self.returns)
-        if self.exact:
-            half = 0.0
         out: dict[str, Any] = {"episodes": len(self.returns), "return_mean": mean, "return_ci95": half,
                                "length_mean": float(np.mean(self.lengths))}
         if self.successes:
             s_mean, s_half = self._ci([float(s) for s in self.successes])
-            s_half = 0.0 if self.exact else s_half
             out |= {"success_rate": s_mean, "success_ci95": s_half}
         if self.video is not None:
             out["video"] = str(self.video)
@@ -104,9 +100,11 @@ def evaluate(
     not over-represented (counting the first N to finish would bias towards failures).
 
     ``all_configs`` (single-task Meta-World): instead of drawing each episode's goal / object configuration, run
-    every one of the task's 50 the same number of times (``episodes`` a multiple of 50). Meta-World's physics and a
-    deterministic policy are deterministic, so one episode per configuration gives the policy's exact success rate
-    on the task, where 30 or 100 drawn episodes give it to +-8-17 points; ``summary()`` names the failed ones.
+    every one of the task's 50 the same number of times (``episodes`` a multiple of 50); ``summary()`` names the
+    failed ones. The draw of configurations then adds no error; what is left is the policy's own randomness, none
+    for a noise-free deterministic action (a Gaussian's mean, a token argmax, a steered chain from its mean noise),
+    while a diffusion or flow chain still starts from drawn noise. The printed interval is the binomial one, an upper
+    bound here (docs/finetuning_results.md, session 34, measures both).
 
     The policy's own randomness (a diffusion chain's starting noise, a sampled action) is drawn from a
     torch generator seeded with ``seed`` and forked from the global one, so the same policy scores the
@@ -159,7 +157,6 @@ def evaluate(
                         successes=[e.success for e in ordered if e.success is not None])
     if all_configs:  # episode j of ``ordered`` ran configuration (seed + j) mod n: env i's k-th is j = i + k * n_envs
         result.configs = [(seed + j) % n_configs for j in range(episodes)]
-        result.exact = deterministic
     if video_path is not None and frames:
         result.video = write_video(frames, video_path, fps=int(getattr(env, "render_fps", 30) or 30))
     return result
