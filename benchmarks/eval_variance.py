@@ -1,7 +1,7 @@
 """How much an evaluation's success rate moves from one evaluation seed to the next: Meta-World's own draw of
 configurations against ``all_configs`` (each of the task's 50 once), on one checkpoint, the same episodes each.
 
-    python benchmarks/eval_variance.py --ckpt runs/<pick-place run> --repeats 8       # ~6 min on 2 cores
+    python benchmarks/eval_variance.py --ckpt runs/<pick-place run> --repeats 8   # 800 episodes: 45 min, 2 shared cores
     python benchmarks/eval_variance.py --quick     # a 300-step BC of 3 reach demos, 3 repeats (< 1 minute)
 
 Both evaluations score the same policy in the same env with ``evaluate`` and differ only in how the

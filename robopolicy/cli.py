@@ -213,7 +213,7 @@ def _print_eval(s: dict) -> None:
     if "success_rate" in s:
         line += f", success {100 * s['success_rate']:.0f}% ± {100 * s['success_ci95']:.0f}%"
     console.print(f"[bold green]eval[/]: {line}")
-    if "failed_configs" in s:  # all_configs: the sweep names them (exact for a deterministic policy)
+    if "failed_configs" in s:  # all_configs: the sweep names them
         console.print(f"failed configurations: {s['failed_configs'] or 'none'}")
     if "video" in s:
         console.print(f"video: {s['video']}")

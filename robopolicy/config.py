@@ -69,7 +69,7 @@ class TrainConfig:
     """Env steps between evaluations during training (0: only at the end)."""
     eval_all_configs: bool = False
     """Periodic and final evaluations run each of a single-task Meta-World env's 50 configurations
-    (eval_episodes a multiple of 50) instead of drawing them: exact success for a deterministic policy."""
+    (eval_episodes a multiple of 50) instead of drawing them: the draw of configurations adds no error."""
     eval_deterministic: bool = True
     """Evaluate the policy's mean / mode (True) or the policy as it acts, sampling (False): e.g. a token
     policy at a low temperature, whose argmax can stall where a sampled token moves on."""
@@ -112,7 +112,7 @@ class EvalConfig:
     """Evaluation episodes; None: 10, or 50 with all_configs."""
     all_configs: bool = False
     """Single-task Meta-World: run each of the task's 50 configurations (episodes / 50 times) instead of drawing
-    them; with a deterministic policy the success rate is then exact (robopolicy.evaluate.evaluate)."""
+    them; exact when the policy's deterministic action is noise-free (robopolicy.evaluate.evaluate)."""
     deterministic: bool = True
     """Use the policy's mean / mode instead of sampling."""
     video: bool = True

@@ -310,7 +310,7 @@ def periodic_evaluator(cfg: DictConfig):
     deterministic, all_configs = eval_deterministic(cfg), bool(cfg.get("eval_all_configs", False))
     if all_configs:  # a wrong env or episode count fails here, not at the first evaluation
         try:
-            check_all_configs(cfg.env, int(cfg.eval_episodes))
+            check_all_configs(cfg.env, episodes)
         except ValueError as err:
             raise ConfigError(f"eval_all_configs: {err}") from err
 
