@@ -2,7 +2,7 @@
 configurations against ``all_configs`` (each of the task's 50 once), on one checkpoint, the same episodes each.
 
     python benchmarks/eval_variance.py --ckpt runs/<pick-place run> --repeats 8   # 800 episodes: 45 min, 2 shared cores
-    python benchmarks/eval_variance.py --quick     # a 300-step BC of 3 reach demos, 3 repeats (< 1 minute)
+    python benchmarks/eval_variance.py --quick     # a 1000-step BC of 3 reach demos, 3 repeats (< 1 minute)
 
 Both evaluations score the same policy in the same env with ``evaluate`` and differ only in how the
 configurations are chosen. The spread over ``--repeats`` seeds (standard deviation of the success rate, in
@@ -38,7 +38,7 @@ def quick_policy(root: Path) -> Path:
     demos = instantiate(compose("demos", ["env=metaworld_reach", "episodes=3", f"root={root / 'demos'}",
                                           "action_noise=0.3", "overwrite=true"]).recorder)
     bc = run_training(compose("train", ["env=metaworld_reach", "algo=bc", "policy=gaussian", f"dataset={demos}",
-                                        "algo.steps=300", "algo.warmup_steps=10", "algo.eval_every=0", "eval_episodes=0",
+                                        "algo.steps=1000", "algo.warmup_steps=10", "algo.eval_every=0", "eval_episodes=0",
                                         "logger=none", f"runs_dir={root}", "name=bc"]), show_progress=False)
     return bc.checkpoint
 
