@@ -181,7 +181,7 @@ class _ConfigSweep(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env) -> None:
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.Wrapper.__init__(self, env)
-        self.stride, self._position = 0, 0
+        self.stride, self._position, self.configs = 0, 0, []
         self._curriculum = isinstance(env, _ResetCurriculum)  # it draws the configurations itself
 
     def sweep_reset_configs(self, stride: int) -> int:
@@ -190,18 +190,19 @@ class _ConfigSweep(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError("all_configs: the env draws its configurations with reset_curriculum; drop it to sweep")
         if stride < 1:
             raise ValueError(f"sweep_reset_configs: stride must be positive, got {stride}")
-        task_selector(self.env).toggle_sample_tasks_on_reset(False)  # we choose the configuration
-        self.stride = int(stride)
-        return len(task_selector(self.env).tasks)
+        selector = task_selector(self.env)
+        selector.toggle_sample_tasks_on_reset(False)  # we choose the configuration
+        self.stride, self.configs = int(stride), selector.tasks
+        return len(self.configs)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if not self.stride:
             return self.env.reset(seed=seed, options=options)
         if seed is not None:
             self._position = int(seed)
-        config = self._position % len(task_selector(self.env).tasks)
+        config = self._position % len(self.configs)
         self._position += self.stride
-        self.unwrapped.set_task(task_selector(self.env).tasks[config])
+        self.unwrapped.set_task(self.configs[config])
         obs, info = self.env.reset(seed=seed, options=options)
         return obs, {**info, "reset_config": config}
 

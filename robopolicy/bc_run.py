@@ -33,6 +33,7 @@ from robopolicy.train_run import (
     RunResult,
     _run_dir,
     build_env,
+    eval_all_configs,
     eval_deterministic,
     periodic_evaluator,
     policy_config_for,
@@ -259,7 +260,7 @@ def run_bc(cfg: DictConfig, show_progress: bool = True) -> RunResult:
                     save()
         if episodes > 0:
             result = evaluate(bc.eval_policy, cfg.env, episodes=episodes, seed=10_000 + int(cfg.seed),
-                              deterministic=eval_deterministic(cfg), all_configs=bool(cfg.get("eval_all_configs", False)))
+                              deterministic=eval_deterministic(cfg), all_configs=eval_all_configs(cfg))
             eval_summary = result.summary() | {"policy": f"last (step {step})"}
             final = eval_metrics(eval_summary)
             logger.log(step, final)

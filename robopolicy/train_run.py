@@ -301,13 +301,19 @@ def eval_deterministic(cfg: DictConfig) -> bool:
     return bool(cfg.get("eval_deterministic", True))
 
 
+def eval_all_configs(cfg: DictConfig) -> bool:
+    """Whether evaluations sweep a single-task Meta-World env's configurations; false for run configs written
+    before the key existed."""
+    return bool(cfg.get("eval_all_configs", False))
+
+
 def periodic_evaluator(cfg: DictConfig):
     """Evaluation during training on one fixed set of seeds, apart from training's and the final
     evaluation's: every point of a curve then scores the same initial states, so a change between
     points is the policy's, not the draw of tasks (common random numbers). Deterministic unless
     ``eval_deterministic`` is false; sampled evaluations also draw the policy's noise from a fixed seed."""
     episodes = max(1, int(cfg.eval_episodes))
-    deterministic, all_configs = eval_deterministic(cfg), bool(cfg.get("eval_all_configs", False))
+    deterministic, all_configs = eval_deterministic(cfg), eval_all_configs(cfg)
     if all_configs:  # a wrong env or episode count fails here, not at the first evaluation
         try:
             check_all_configs(cfg.env, episodes)
@@ -344,7 +350,7 @@ def run_training(cfg: DictConfig, show_progress: bool = True) -> RunResult:
             video = run_dir / "videos" / f"eval_step_{trainer.step}.mp4" if cfg.video else None
             result = evaluate(policy, cfg.env, episodes=int(cfg.eval_episodes), seed=10_000 + int(cfg.seed),
                               deterministic=eval_deterministic(cfg), video_path=video,
-                              all_configs=bool(cfg.get("eval_all_configs", False)))
+                              all_configs=eval_all_configs(cfg))
             eval_summary = result.summary() | {"policy": which}
             session.logger.log(trainer.step, eval_metrics(eval_summary) | {"eval/is_final": 1.0})
     finally:
