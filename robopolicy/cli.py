@@ -112,7 +112,7 @@ def cmd_eval(overrides: list[str]) -> int:
     result = evaluate(policy, env_cfg, episodes=int(episodes), deterministic=bool(cfg.deterministic),
                       seed=int(cfg.seed), video_path=video, execution=str(cfg.execution),
                       n_action_steps=cfg.n_action_steps, ensemble_coeff=float(cfg.ensemble_coeff),
-                      all_configs=bool(cfg.all_configs))
+                      all_configs=bool(cfg.all_configs), zero_start=bool(cfg.zero_start))
     summary = result.summary() | {"checkpoint": str(ckpt), "env": OmegaConf.select(env_cfg, "id")}
     _print_eval(summary)
     print(json.dumps(summary))

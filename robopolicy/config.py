@@ -115,6 +115,9 @@ class EvalConfig:
     them; exact when the policy's deterministic action is noise-free (robopolicy.evaluate.evaluate)."""
     deterministic: bool = True
     """Use the policy's mean / mode instead of sampling."""
+    zero_start: bool = False
+    """Diffusion / flow heads: start the deterministic chain from zero noise instead of a draw, so the action is a
+    function of the observation and an all_configs sweep is exact (robopolicy.evaluate.evaluate)."""
     video: bool = True
     """Write an mp4 of the first episode next to the checkpoint."""
     seed: int = 12345

@@ -90,6 +90,7 @@ def evaluate(
     n_action_steps: int | None = None,
     ensemble_coeff: float = 0.01,
     all_configs: bool = False,
+    zero_start: bool = False,
 ) -> EvalResult:
     """Run ``episodes`` episodes in up to ``max_envs`` parallel envs (batched inference).
 
@@ -106,6 +107,11 @@ def evaluate(
     while a diffusion or flow chain still starts from drawn noise. The printed interval is the binomial one, an upper
     bound here (docs/finetuning_results.md, session 34, measures both).
 
+    ``zero_start`` (diffusion and flow heads, deterministic): start the chain from the noise's mean, 0, instead of a
+    draw, so the action is a function of the observation alone and a sweep is exact. Off by default: drawn noise is
+    how the heads are trained and how diffusion policies are usually run; session 35 measured the two on twelve
+    checkpoints (docs/finetuning_results.md).
+
     The policy's own randomness (a diffusion chain's starting noise, a sampled action) is drawn from a
     torch generator seeded with ``seed`` and forked from the global one, so the same policy scores the
     same on every call and two policies are compared on common random numbers: a before/after
@@ -113,6 +119,8 @@ def evaluate(
     """
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
+    if zero_start:
+        check_zero_start(policy, deterministic)
     if video_path is not None:
         os.environ.setdefault("MUJOCO_GL", "egl")
     n_envs = min(episodes, max_envs)
@@ -130,6 +138,8 @@ def evaluate(
     n_configs = _sweep_configs(env, env_cfg, episodes, n_envs) if all_configs else 0
     was_training = policy.training
     policy.eval()
+    if zero_start:
+        policy.head.zero_start = True
     done_per_env: list[list] = [[] for _ in range(n_envs)]
     frames: list[np.ndarray] = []
     with seeded_noise(seed):
@@ -151,6 +161,8 @@ def evaluate(
         finally:
             env.close()
             policy.train(was_training)
+            if zero_start:
+                policy.head.zero_start = False
     # Round-robin over envs so the first ``episodes`` taken are spread evenly.
     ordered = [done_per_env[i][k] for k in range(per_env) for i in range(n_envs)][:episodes]
     result = EvalResult(returns=[e.ret for e in ordered], lengths=[e.length for e in ordered],
@@ -160,6 +172,15 @@ def evaluate(
     if video_path is not None and frames:
         result.video = write_video(frames, video_path, fps=int(getattr(env, "render_fps", 30) or 30))
     return result
+
+
+def check_zero_start(policy: Policy, deterministic: bool) -> None:
+    """``evaluate(zero_start=True)``'s preconditions, with its messages."""
+    if not hasattr(policy.head, "zero_start"):
+        raise ValueError(f"zero_start: the {type(policy.head).__name__} starts from no noise; only the diffusion and "
+                         "flow heads do")
+    if not deterministic:
+        raise ValueError("zero_start needs deterministic acting: a sampled action draws its starting noise")
 
 
 def check_all_configs(env_cfg: DictConfig | dict, episodes: int) -> None:

@@ -177,6 +177,9 @@ class DiffusionHead(ActionHead):
                                         self.chain_frozen) if cfg.steer else None
         self.chain_decisions = 0 if self.chain_frozen else s  # the denoising steps among the decisions
         self.num_decisions = int(self.steering is not None) + self.chain_decisions
+        # Deterministic acting from the starting noise's mean (0) instead of a draw: an acting choice, not a weight,
+        # so not in the config; evaluate(zero_start=True) sets it (docs/finetuning_results.md, session 35).
+        self.zero_start = False
 
     def set_min_std(self, min_std: float) -> None:
         """Move the exploration floor (PPO's ``algo.min_std_final`` anneals it between rollouts)."""
@@ -230,7 +233,8 @@ class DiffusionHead(ActionHead):
         Steered: x_K from the steering Gaussian (its mean when deterministic), its density the first decision;
         with the chain frozen every step is the DDIM mean."""
         b, k, s = feat.shape[0], self.num_steps, self.chain_decisions
-        x, logps = starting_noise(self.steering, feat, self.chunk * self.action_dim, deterministic)
+        x, logps = starting_noise(self.steering, feat, self.chunk * self.action_dim, deterministic,
+                                   self.zero_start)
         deterministic = deterministic or self.chain_frozen
         chain = [x]
         for i in range(k):

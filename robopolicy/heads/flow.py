@@ -154,6 +154,9 @@ class FlowHead(ActionHead):
                                         self.chain_frozen) if cfg.steer else None
         self.chain_decisions = 0 if self.chain_frozen else self.num_decisions  # the Euler steps among the decisions
         self.num_decisions = int(self.steering is not None) + self.chain_decisions
+        # Deterministic acting from the starting noise's mean (0) instead of a draw: an acting choice, not a weight,
+        # so not in the config; evaluate(zero_start=True) sets it (docs/finetuning_results.md, session 35).
+        self.zero_start = False
 
     # ----------------------------------------------------------------- networks
     def velocity_field(self, x: Tensor, t: Tensor, feat: Tensor) -> Tensor:
@@ -215,7 +218,8 @@ class FlowHead(ActionHead):
         """
         b, k_steps = feat.shape[0], self.config.num_steps
         first_decision = k_steps - self.chain_decisions
-        x, logps = starting_noise(self.steering, feat, self.chunk * self.action_dim, deterministic)
+        x, logps = starting_noise(self.steering, feat, self.chunk * self.action_dim, deterministic,
+                                   self.zero_start)
         chain = [x]
         for k in range(k_steps):
             if k < first_decision:  # a deterministic Euler step: no noise, no density

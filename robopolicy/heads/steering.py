@@ -92,11 +92,13 @@ def attach_steering(head: nn.Module, feat_dim: int, hidden_sizes: list[int], ini
     return NoiseSteering(feat_dim, head.chunk * head.action_dim, list(hidden_sizes), init_std)
 
 
-def starting_noise(steering: NoiseSteering | None, feat: Tensor, noise_dim: int,
-                   deterministic: bool) -> tuple[Tensor, list[Tensor]]:
+def starting_noise(steering: NoiseSteering | None, feat: Tensor, noise_dim: int, deterministic: bool,
+                   zero_start: bool = False) -> tuple[Tensor, list[Tensor]]:
     """A chain's starting noise (B, noise_dim) and the decisions' log-probs so far: the steering's draw (its mean when
-    deterministic) and [its logp (B,)], or N(0, I) and [] unsteered."""
+    deterministic) and [its logp (B,)], or N(0, I) and [] unsteered; ``zero_start`` and deterministic: its mean, 0."""
     if steering is None:
+        if deterministic and zero_start:  # the chain is then a function of the state alone
+            return torch.zeros(feat.shape[0], noise_dim, device=feat.device, dtype=feat.dtype), []
         return torch.randn(feat.shape[0], noise_dim, device=feat.device, dtype=feat.dtype), []
     noise, logp = steering.sample(feat, deterministic)
     return noise, [logp.squeeze(-1)]
