@@ -176,8 +176,9 @@ def evaluate(
 
 def check_zero_start(policy: Policy, deterministic: bool) -> None:
     """``evaluate(zero_start=True)``'s preconditions, with its messages."""
-    if not hasattr(policy.head, "zero_start"):
-        raise ValueError(f"zero_start: the {type(policy.head).__name__} starts from no noise; only the diffusion and "
+    head = getattr(policy, "head", policy)  # a LeRobot policy has no head of ours
+    if not hasattr(head, "zero_start"):
+        raise ValueError(f"zero_start: the {type(head).__name__} starts from no noise; only the diffusion and "
                          "flow heads do")
     if not deterministic:
         raise ValueError("zero_start needs deterministic acting: a sampled action draws its starting noise")
