@@ -9,7 +9,8 @@ noisy scripted demos, and fine-tune it in the same Meta-World task in this one i
     naive   BC -> PPO with a fresh critic and PPO's from-scratch defaults (lr 3e-4, clip 0.2, 10 epochs)
 
 Deterministic evaluations (``--eval-episodes`` each) every ``--eval-every`` env steps give the
-success curves; the figure is the first step whose evaluation reaches ``--threshold``. A method that
+success curves; the figure is the first step whose evaluation reaches ``--threshold`` (with ``--confirm N``:
+whose evaluation and N repeats on other seeds reach it together, ``stop_confirm``). A method that
 never reaches it reports the budget and its ratio is a lower bound (">"). Prints a table, writes
 one plot of all curves, and ends with one JSON line.
 
@@ -122,7 +123,8 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     cfg = compose("train", [f"env={task}", f"env.chunk={args.chunk}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
                             *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
                             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
-                            f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}", "logger=none",
+                            f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}",
+                            f"stop_confirm={args.confirm}", "logger=none",
                             "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
                             *args.override.get(method, []),
                             f"name={method}-{seed}"])
@@ -132,7 +134,9 @@ def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: P
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["eval/success"]) for r in rows if "eval/success" in r and not r.get("eval/is_final")]
     periodic = curve  # [0] is the BC policy at step 0
-    reached = next((s for s, v in periodic[1:] if v >= args.threshold), None)  # [0] is the BC start
+    # an evaluation that cleared the threshold under --confirm also carries the repeats' verdict
+    confirmed = {r["step"]: r["eval/confirmed_success"] for r in rows if "eval/confirmed_success" in r}
+    reached = next((s for s, v in periodic[1:] if confirmed.get(s, v) >= args.threshold), None)  # [0]: the BC
     first_online = periodic[1][1] if len(periodic) > 1 else float("nan")
     return {"method": method, "seed": seed, "steps_to_threshold": reached, "wall_s": round(wall, 1),
             "start_success": periodic[0][1] if periodic else float("nan"), "first_eval_success": first_online,
@@ -178,6 +182,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=16_000)
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--confirm", type=int, default=0,
+                        help="repeat an evaluation that reaches --threshold this many times on other seeds; the "
+                             "step counts only if all of them together reach it (stop_confirm)")
     parser.add_argument("--out", default="runs/bench-finetune")
     parser.add_argument("--recipe", default="short", choices=list(RECIPES),
                         help="ours: finetune_metaworld (short), the 1M-step recipe finetune_metaworld_1m, its "

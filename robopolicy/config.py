@@ -95,6 +95,10 @@ class TrainConfig:
     stop_success: float | None = None
     """Stop training once a periodic evaluation reaches this success rate in [0, 1] (None: never); an init_policy
     whose starting evaluation already reaches it is not trained (the run ends at step 0)."""
+    stop_confirm: int = 0
+    """With stop_success: an evaluation that reaches it is repeated this many times on other evaluation seeds, and
+    the run stops only if the success over all of them does (eval/confirmed_success). Stopping at the first of many
+    noisy evaluations that clears a bar otherwise favours a lucky one."""
     update_obs_stats: bool | None = None
     """Keep updating the policy's observation statistics from rollouts; None: yes for a fresh policy,
     no when starting from init_policy (its statistics are what its weights were trained on)."""

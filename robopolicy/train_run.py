@@ -320,9 +320,23 @@ def periodic_evaluator(cfg: DictConfig):
         except ValueError as err:
             raise ConfigError(f"eval_all_configs: {err}") from err
 
+    stop_success, confirm = cfg.get("stop_success"), int(cfg.get("stop_confirm", 0) or 0)
+    if confirm < 0 or (confirm and stop_success is None):
+        raise ConfigError(f"stop_confirm={confirm}: expected a count >= 0 of repeated evaluations, and stop_success "
+                          "to confirm")
+
+    def score(policy: Policy, seed: int) -> dict[str, Any]:
+        return evaluate(policy, cfg.env, episodes=episodes, seed=seed, deterministic=deterministic,
+                        all_configs=all_configs).summary()
+
     def run(policy: Policy) -> dict[str, float]:
-        return eval_metrics(evaluate(policy, cfg.env, episodes=episodes, seed=20_000,
-                                     deterministic=deterministic, all_configs=all_configs).summary())
+        metrics = eval_metrics(score(policy, 20_000))
+        if confirm and metrics.get("eval/success", -1.0) >= float(stop_success):
+            # the same number of episodes each: the mean of the rates is the rate over all of them
+            rates = [metrics["eval/success"]] + [score(policy, 20_000 + 1_000 * i)["success_rate"]
+                                                 for i in range(1, confirm + 1)]
+            metrics["eval/confirmed_success"] = sum(rates) / len(rates)
+        return metrics
 
     return run
 

@@ -126,11 +126,14 @@ class Trainer:
 
     @staticmethod
     def _stop_reason(metrics: dict[str, float]) -> str:
+        if "eval/confirmed_success" in metrics:
+            return f"success {metrics['eval/success']:.2f}, confirmed {metrics['eval/confirmed_success']:.2f},"
         return (f"success {metrics['eval/success']:.2f}" if "eval/success" in metrics
                 else f"return {metrics['eval/return']:.1f}")
 
     def _after_eval(self, metrics: dict[str, float]) -> None:
         eval_return, success = metrics["eval/return"], metrics.get("eval/success")
+        stop_on = metrics.get("eval/confirmed_success", success)  # stop_confirm: the repeated evaluations decide
         # Where the env reports success, "best" is the success rate (return breaks ties: +1e-6 * return).
         score = eval_return if success is None else success + 1e-6 * eval_return
         if self.cfg.get("keep_best", False) and score > self.best_return:
@@ -138,7 +141,7 @@ class Trainer:
             save_best(self.run_dir, self.policy, self.step, eval_return)
         stop, stop_success = self.cfg.get("stop_return"), self.cfg.get("stop_success")
         self.stopped_at_return = (stop is not None and eval_return >= float(stop)) or (
-            stop_success is not None and success is not None and success >= float(stop_success)
+            stop_success is not None and stop_on is not None and stop_on >= float(stop_success)
         )
 
     def save(self, elapsed_s: float | None = None) -> Path:
