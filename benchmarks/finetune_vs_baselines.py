@@ -10,7 +10,8 @@ noisy scripted demos, and fine-tune it in the same Meta-World task in this one i
 
 Deterministic evaluations (``--eval-episodes`` each) every ``--eval-every`` env steps give the
 success curves; the figure is the first step whose evaluation reaches ``--threshold`` (with ``--confirm N``:
-whose evaluation and N repeats on other seeds reach it together, ``stop_confirm``). A method that
+whose evaluation and N repeats on other seeds reach it together, ``stop_confirm``). ``--grade`` measures as the
+issue-6 grid does: every evaluation a sweep of the task's 50 configurations, ``--confirm 2``. A method that
 never reaches it reports the budget and its ratio is a lower bound (">"). Prints a table, writes
 one plot of all curves, and ends with one JSON line.
 
@@ -22,6 +23,9 @@ one plot of all curves, and ends with one JSON line.
         --seeds 1 --steps 1000000 --eval-every 64000     # session 17: 95% at 640k
     python benchmarks/finetune_vs_baselines.py --recipe 1m_wide --head flow --methods ours --task metaworld_reach \
         --seeds 0 1 2 --steps 1000000 --eval-every 64000 # session 20: 95% by 320k on all three
+    python benchmarks/finetune_vs_baselines.py --grade --recipe 1m_wide --head flow --methods ours \
+        --task metaworld_push --seeds 1 --steps 1000000 --eval-every 64000
+        # one cell of the issue-6 grid as it is graded (session 35: confirmed at 384k)
     python benchmarks/finetune_vs_baselines.py --recipe tokens --head tokens --methods ours --task metaworld_reach \
         --seeds 0 1 2 --steps 1000000 --eval-every 64000 --override bc:policy.head_options.d_model=128
         # session 25's token recipe from 128-wide BCs (its runs: 2 of 3 by 1M)
@@ -53,6 +57,10 @@ HEADS = ("diffusion", "flow", "tokens")
 # head's: one action per policy step at temperature 0.25 (session 25).
 RECIPES = {"short": "experiment=finetune_metaworld", "1m": "experiment=finetune_metaworld_1m",
            "1m_wide": "experiment=finetune_metaworld_1m_wide", "tokens": "experiment=finetune_metaworld_tokens"}
+# ``--grade``: the measure of the issue-6 grid since session 35 (docs/finetuning.md). Every evaluation sweeps the
+# task's 50 reset configurations once, a step counts when its sweep and two repeats on other seeds reach the
+# threshold together, and every evaluation leaves a checkpoint, so any reading can be swept again.
+GRADE_EPISODES, GRADE_CONFIRM, GRADE_SWEEP = 50, 2, "eval_all_configs=true"
 
 
 @functools.cache
@@ -116,18 +124,23 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
     return dataset, bc.checkpoint, float(bc.eval_summary["success_rate"]) if bc.eval_summary else float("nan")
 
 
+def method_overrides(method: str, task: str, seed: int, root: Path, dataset: Path, bc: Path, args) -> list[str]:
+    """The train overrides of one method's fine-tuning run from ``bc``; ``--override METHOD:...`` comes last."""
+    grade = [GRADE_SWEEP, f"checkpoint_every={args.eval_every}"] if args.grade else []
+    return [f"env={task}", f"env.chunk={args.chunk}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
+            *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
+            f"total_steps={args.steps}", f"eval_every={args.eval_every}",
+            f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}",
+            f"stop_confirm={args.confirm}", "logger=none",
+            "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
+            *grade, *args.override.get(method, []), f"name={method}-{seed}"]
+
+
 def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: Path, args) -> dict:
     from robopolicy.cli import compose
     from robopolicy.train_run import run_training
 
-    cfg = compose("train", [f"env={task}", f"env.chunk={args.chunk}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
-                            *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
-                            f"total_steps={args.steps}", f"eval_every={args.eval_every}",
-                            f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}",
-                            f"stop_confirm={args.confirm}", "logger=none",
-                            "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
-                            *args.override.get(method, []),
-                            f"name={method}-{seed}"])
+    cfg = compose("train", method_overrides(method, task, seed, root, dataset, bc, args))
     t0 = time.perf_counter()
     result = run_training(cfg, show_progress=not args.quick)
     wall = time.perf_counter() - t0
@@ -166,7 +179,8 @@ def plot(results: list[dict], path: Path, threshold: float, title: str = "") -> 
     plt.close(fig)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with what ``--grade``, ``--recipe`` and ``--bc-only`` imply filled in."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="toy budgets, < 1 minute")
     parser.add_argument("--task", default="metaworld_reach")
@@ -180,11 +194,14 @@ def main() -> None:
                              "that a variant run (robopolicy train init_policy=... dataset=...) pairs with")
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--eval-every", type=int, default=16_000)
-    parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (30; 50 with --grade)")
     parser.add_argument("--threshold", type=float, default=0.95)
-    parser.add_argument("--confirm", type=int, default=0,
+    parser.add_argument("--confirm", type=int, default=None,
                         help="repeat an evaluation that reaches --threshold this many times on other seeds; the "
-                             "step counts only if all of them together reach it (stop_confirm)")
+                             "step counts only if all of them together reach it (stop_confirm; 0, or 2 with --grade)")
+    parser.add_argument("--grade", action="store_true",
+                        help="the issue-6 grid's measure: every evaluation (the BC's too) a sweep of the task's 50 "
+                             "configurations, --confirm 2, and a checkpoint at every evaluation")
     parser.add_argument("--out", default="runs/bench-finetune")
     parser.add_argument("--recipe", default="short", choices=list(RECIPES),
                         help="ours: finetune_metaworld (short), the 1M-step recipe finetune_metaworld_1m, its "
@@ -193,7 +210,7 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
                         help="extra Hydra override for one method, e.g. o2o:algo.n_steps=200, or for the BC "
                              "that all start from: bc:policy.head_options.d_model=128")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overrides: dict[str, list[str]] = {}
     for item in args.override:
         method, sep, kv = item.partition(":")
@@ -204,8 +221,21 @@ def main() -> None:
     if args.recipe == "tokens" and args.head != "tokens":
         parser.error(f"--recipe tokens sets a token head's temperature; --head is {args.head!r} (use --head tokens)")
     args.chunk = recipe_chunk(args.recipe)
+    if args.grade and args.quick:
+        parser.error("--grade sweeps 50 episodes per evaluation; --quick runs 2 (drop one of them)")
+    if args.eval_episodes is None:
+        args.eval_episodes = GRADE_EPISODES if args.grade else 30
+    if args.confirm is None:
+        args.confirm = GRADE_CONFIRM if args.grade else 0
+    if args.grade:
+        args.override.setdefault("bc", []).insert(0, GRADE_SWEEP)  # the start is a sweep too
     if args.bc_only:
         args.methods = []
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     demos, bc_steps = 10, 3000
     if args.quick:
         demos, bc_steps, args.steps, args.eval_every, args.eval_episodes = 2, 100, 1600, 1600, 2
@@ -239,6 +269,7 @@ def main() -> None:
         return sum(steps) / max(1, len(steps)), all(r["steps_to_threshold"] for r in rs)
 
     summary: dict = {"task": args.task, "head": args.head, "seeds": args.seeds, "threshold": args.threshold,
+                     "grade": args.grade, "confirm": args.confirm, "eval_episodes": args.eval_episodes,
                      "budget": args.steps, "bc_success": [starts[s] for s in args.seeds], "bc_checkpoints": bcs,
                      "datasets": datasets}
     for method in args.methods:

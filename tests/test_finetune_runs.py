@@ -188,3 +188,34 @@ def test_benchmark_bc_only_stops_after_the_bc_and_prints_its_paths(tmp_path):
     assert not any(key.startswith(("ours_", "o2o_", "naive_")) for key in summary)
     (root,) = tmp_path.iterdir()
     assert sorted(p.name for p in root.iterdir()) == ["bc-0", "demos-0"]
+
+
+def test_benchmark_grade_sweeps_every_evaluation_and_confirms_the_stop(tmp_path):
+    """--grade: the BC's and every method's evaluations sweep the 50 configurations, the stop is confirmed twice and
+    each evaluation leaves a checkpoint; an explicit flag or --override still wins, and --quick is refused by name."""
+    import subprocess
+    import sys
+
+    bench = _finetune_benchmark()
+    args = bench.parse_args(["--grade", "--recipe", "1m_wide", "--head", "flow", "--task", "metaworld_push",
+                             "--eval-every", "64000", "--override", "bc:algo.steps=10"])
+    assert (args.eval_episodes, args.confirm) == (50, 2)
+    assert args.override["bc"] == ["eval_all_configs=true", "algo.steps=10"]
+    cfg = compose("train", bench.method_overrides("ours", "metaworld_push", 0, tmp_path, tmp_path, tmp_path, args))
+    assert (cfg.eval_all_configs, cfg.eval_episodes, cfg.stop_confirm, cfg.checkpoint_every) == (True, 50, 2, 64000)
+    assert cfg.algo.clip_coef == 0.2  # the recipe still applies
+
+    args = bench.parse_args(["--grade", "--confirm", "1", "--eval-episodes", "100", "--methods", "naive",
+                             "--override", "naive:checkpoint_every=1000"])
+    cfg = compose("train", bench.method_overrides("naive", "metaworld_reach", 0, tmp_path, tmp_path, tmp_path, args))
+    assert (cfg.eval_all_configs, cfg.eval_episodes, cfg.stop_confirm, cfg.checkpoint_every) == (True, 100, 1, 1000)
+
+    plain = bench.parse_args([])
+    assert (plain.eval_episodes, plain.confirm, plain.override) == (30, 0, {})
+    cfg = compose("train", bench.method_overrides("ours", "metaworld_reach", 0, tmp_path, tmp_path, tmp_path, plain))
+    assert (cfg.eval_all_configs, cfg.checkpoint_every) == (False, plain.steps)
+
+    out = subprocess.run([sys.executable, bench.__file__, "--grade", "--quick"], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 2
+    assert "--grade sweeps 50 episodes per evaluation; --quick runs 2 (drop one of them)" in out.stderr
