@@ -28,7 +28,7 @@ one plot of all curves, and ends with one JSON line.
         # one cell of the issue-6 grid as it is graded (session 35: confirmed at 384k)
     python benchmarks/finetune_vs_baselines.py --recipe tokens --head tokens --methods ours --task metaworld_reach \
         --seeds 0 1 2 --steps 1000000 --eval-every 64000 --override bc:policy.head_options.d_model=128
-        # session 25's token recipe from 128-wide BCs (its runs: 2 of 3 by 1M)
+        # session 25's token recipe from 128-wide BCs (2 of 3 by 1M on the fixed 30; with --grade, session 36: 0 of 3)
     python benchmarks/finetune_vs_baselines.py --recipe tokens --head tokens --methods ours --task metaworld_push \
         --steps 1000000 --eval-every 64000 --override bc:policy.head_options.d_model=128 bc:algo.steps=10000
         # session 26: a chunk-1 BC needs more steps on push (3% at 3,000, 20% at 10,000); its run: 50% best by 1M
