@@ -126,14 +126,14 @@ def prepare(task: str, seed: int, root: Path, demos: int, bc_steps: int, eval_ep
 
 def method_overrides(method: str, task: str, seed: int, root: Path, dataset: Path, bc: Path, args) -> list[str]:
     """The train overrides of one method's fine-tuning run from ``bc``; ``--override METHOD:...`` comes last."""
-    grade = [GRADE_SWEEP, f"checkpoint_every={args.eval_every}"] if args.grade else []
     return [f"env={task}", f"env.chunk={args.chunk}", f"init_policy={bc}", f"dataset={dataset}", f"seed={seed}",
             *METHODS[method], *(ours_overrides(args.head, args.recipe) if method == "ours" else []),
             f"total_steps={args.steps}", f"eval_every={args.eval_every}",
             f"eval_episodes={args.eval_episodes}", f"stop_success={args.threshold}",
             f"stop_confirm={args.confirm}", "logger=none",
-            "keep_best=false", f"checkpoint_every={args.steps}", f"runs_dir={root}",
-            *grade, *args.override.get(method, []), f"name={method}-{seed}"]
+            "keep_best=false", f"checkpoint_every={args.eval_every if args.grade else args.steps}",
+            f"runs_dir={root}", *([GRADE_SWEEP] if args.grade else []), *args.override.get(method, []),
+            f"name={method}-{seed}"]
 
 
 def finetune(method: str, task: str, seed: int, root: Path, dataset: Path, bc: Path, args) -> dict:
