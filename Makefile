@@ -7,7 +7,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 
-.PHONY: quickstart test lint clean-venv proto
+.PHONY: quickstart test test-isaaclab lint clean-venv proto
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.12 not found: install Python 3.12 or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -21,6 +21,19 @@ quickstart: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VPY) -m pytest
+
+# Isaac Lab 3 pins mujoco ~3.12 (through Newton) and Meta-World needs 3.3.0, so the two cannot share .venv: its
+# test runs in .venv-isaaclab, on Isaac Lab's own cartpole task with our locally authored asset (docs/envs.md).
+ISAAC_VENV := .venv-isaaclab
+$(ISAAC_VENV)/.installed:
+	@test -n "$(PYTHON)" || { echo "python3.12 not found: install Python 3.12 or pass PYTHON=/path/to/python3.12"; exit 1; }
+	@test -x $(ISAAC_VENV)/bin/python || $(PYTHON) -m venv $(ISAAC_VENV)
+	$(ISAAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ISAAC_VENV)/bin/python -m pip install --quiet 'isaaclab==3.0.0' 'pytest>=8'
+	@touch $@
+
+test-isaaclab: $(ISAAC_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(ISAAC_VENV)/bin/python -m pytest tests/envs/test_isaaclab.py -m isaaclab -p no:cacheprovider
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check robopolicy envs fleet tests benchmarks

@@ -1,4 +1,4 @@
-"""Isaac Lab (3.x) batched torch envs behind robopolicy's ``BatchedEnv``: optional extra ``pip install -e .[isaaclab]``.
+"""Isaac Lab (3.x) batched torch envs behind robopolicy's ``BatchedEnv``, in a venv of their own (``make test-isaaclab``).
 
     env = make_isaaclab_env("Isaac-Cartpole-Direct", num_envs=64, device="cuda:0", overrides=["physics=newton_mjwarp"])
     obs = env.reset(seed=0)                   # {"observation.state": (B, D), "observation.privileged": (B, P)?}
@@ -152,6 +152,20 @@ class IsaacLabEnv:
         self.close()
 
 
+def edit_scene(scene_cfg: Any, edits: dict[str, Any], env_id: str = "") -> None:
+    """Set ``scene_cfg.<dotted path> = value`` for each edit; a path the scene does not have raises, naming it."""
+    for key, value in edits.items():
+        names = key.split(".")
+        node = scene_cfg
+        for i, name in enumerate(names):
+            if not hasattr(node, name):
+                raise ValueError(f"isaaclab: the scene of {env_id or 'the task'} has no {'.'.join(names[:i + 1])!r} "
+                                 f"(edit {key!r})")
+            if i < len(names) - 1:
+                node = getattr(node, name)
+        setattr(node, names[-1], value)
+
+
 def make_isaaclab_env(
     id: str,
     num_envs: int = 1,
@@ -161,21 +175,27 @@ def make_isaaclab_env(
     overrides: list[str] | None = None,
     headless: bool = True,
     execute: int | None = None,
+    scene: dict[str, Any] | None = None,
 ) -> IsaacLabEnv:
     """Build Isaac Lab task ``id`` (e.g. "Isaac-Cartpole-Direct") with ``num_envs`` envs on ``device``.
 
     overrides: Isaac Lab's Hydra-style config overrides, e.g. ["physics=newton_mjwarp"] (Newton, no Isaac Sim).
+    scene: edits of the task's scene config by dotted path, applied after the overrides, e.g.
+    ``{"cartpole.spawn.usd_path": "/tmp/cartpole.usda", "ground": None}`` (``envs.isaaclab_assets.cartpole_scene``:
+    a task with assets authored here instead of NVIDIA's server).
     The simulation runtime Isaac Lab needs for the config (none for kitless Newton) is started here and stopped
     by ``close()``.
     """
     if not isaaclab_available():
-        raise ImportError("isaaclab is not installed: pip install -e .[isaaclab] (Python 3.12, Isaac Lab 3.x)")
+        raise ImportError("isaaclab is not installed: it needs a venv of its own (Isaac Lab 3 pins mujoco ~3.12, "
+                          "Meta-World 3.3.0); make test-isaaclab builds .venv-isaaclab (docs/envs.md)")
     import gymnasium as gym
     import isaaclab_tasks  # noqa: F401  (registers the Isaac-* ids)
     from isaaclab.app.sim_launcher import launch_simulation
     from isaaclab_tasks.utils import parse_env_cfg
 
     cfg = parse_env_cfg(id, device=device, num_envs=int(num_envs), overrides=list(overrides or ()))
+    edit_scene(cfg.scene, scene or {}, id)
     cfg.seed = seed
     stack = ExitStack()
     try:
