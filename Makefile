@@ -23,13 +23,14 @@ test: $(VENV)/.installed
 	$(VPY) -m pytest
 
 # Isaac Lab 3 pins mujoco ~3.12 (through Newton) and Meta-World needs 3.3.0, so the two cannot share .venv: its
-# test runs in .venv-isaaclab, on Isaac Lab's own cartpole task with our locally authored asset (docs/envs.md).
+# tests (the adapter on Isaac Lab's own cartpole task with our locally authored asset, and PPO learning it through
+# the CLI) run in .venv-isaaclab, with the repository on PYTHONPATH; diffusers because the heads import it (docs/envs.md).
 ISAAC_VENV := .venv-isaaclab
 $(ISAAC_VENV)/.installed:
 	@test -n "$(PYTHON)" || { echo "python3.12 not found: install Python 3.12 or pass PYTHON=/path/to/python3.12"; exit 1; }
 	@test -x $(ISAAC_VENV)/bin/python || $(PYTHON) -m venv $(ISAAC_VENV)
 	$(ISAAC_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(ISAAC_VENV)/bin/python -m pip install --quiet 'isaaclab==3.0.0' 'pytest>=8'
+	$(ISAAC_VENV)/bin/python -m pip install --quiet 'isaaclab==3.0.0' 'diffusers>=0.30' 'pytest>=8'
 	@touch $@
 
 test-isaaclab: $(ISAAC_VENV)/.installed

@@ -205,3 +205,35 @@ def make_isaaclab_env(
         stack.close()
         raise
     return IsaacLabEnv(env, chunk=chunk, seed=seed, env_id=id, closer=stack, execute=execute)
+
+
+def make_isaaclab_vec_env(
+    id: str,
+    num_envs: int = 1,
+    vectorization: str = "sync",
+    chunk: int = 1,
+    max_episode_steps: int | None = None,
+    kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+    render_mode: str | None = None,
+    execute: int | None = None,
+) -> IsaacLabEnv:
+    """The ``_target_`` of ``configs/env/isaaclab_*.yaml``: robopolicy's env schema (``EnvConfig``) onto
+    ``make_isaaclab_env``. ``kwargs``: ``device`` (default cpu), ``overrides`` (Isaac Lab's, e.g.
+    ["physics=newton_mjwarp"]) and ``local_asset`` (true: the task's asset authored here, envs/isaaclab_assets.py).
+    Isaac Lab batches, times and renders its envs itself, so ``vectorization`` must be sync and ``max_episode_steps``
+    and ``render_mode`` unset."""
+    from envs.isaaclab_assets import local_scene
+
+    if vectorization != "sync" or max_episode_steps is not None or render_mode is not None:
+        raise ValueError(f"{id}: Isaac Lab batches, times and renders its own envs: env.vectorization must be sync and "
+                         f"env.max_episode_steps / env.render_mode null, got {vectorization!r}, {max_episode_steps}, "
+                         f"{render_mode!r} (the episode length is the task's episode_length_s)")
+    opts = dict(kwargs or {})
+    unknown = set(opts) - {"device", "overrides", "local_asset"}
+    if unknown:
+        raise ValueError(f"{id}: unknown env.kwargs {sorted(unknown)}; an Isaac Lab env takes device, overrides, "
+                         "local_asset")
+    scene = local_scene(id) if opts.get("local_asset") else None
+    return make_isaaclab_env(id, num_envs=num_envs, chunk=chunk, seed=seed, device=str(opts.get("device", "cpu")),
+                             overrides=list(opts.get("overrides") or ()), execute=execute, scene=scene)

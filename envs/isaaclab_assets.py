@@ -14,6 +14,7 @@ dimensions follow the classic cartpole: a 1 kg cart on a rail, a 1 m pole of 0.1
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,12 @@ def cartpole_scene(usd_path: str | Path) -> dict[str, Any]:
     """``make_isaaclab_env(..., scene=...)`` edits for ``Isaac-Cartpole-Direct``: the cartpole from ``usd_path``, and
     no ground or light (both are files on the server; the cart runs on its rail and nothing is rendered)."""
     return {"cartpole.spawn.usd_path": str(usd_path), "ground": None, "light": None}
+
+
+
+def local_scene(env_id: str) -> dict[str, Any]:
+    """Scene edits that give ``env_id`` an asset authored here, written to a fresh temporary folder."""
+    if env_id != "Isaac-Cartpole-Direct":
+        raise ValueError(f"isaaclab: no locally authored asset for {env_id}; there is one for Isaac-Cartpole-Direct")
+    folder = Path(tempfile.mkdtemp(prefix="robopolicy-isaaclab-"))
+    return cartpole_scene(write_cartpole_usd(folder / "cartpole.usda"))

@@ -9,7 +9,7 @@ import gymnasium as gym
 import pytest
 import torch
 
-from envs.isaaclab import IsaacLabEnv, edit_scene, isaaclab_available, make_isaaclab_env
+from envs.isaaclab import IsaacLabEnv, edit_scene, isaaclab_available, make_isaaclab_env, make_isaaclab_vec_env
 from envs.isaaclab_assets import cartpole_scene, write_cartpole_usd
 
 
@@ -98,6 +98,21 @@ def test_scene_edits_set_dotted_paths_and_name_a_missing_one():
         edit_scene(scene, {"cartpole.spwan.usd_path": "x"}, "Isaac-Cartpole-Direct")
 
 
+def test_env_config_factory_refuses_what_isaac_lab_does_itself():
+    """``make_isaaclab_vec_env`` (configs/env/isaaclab_*.yaml) refuses, before building anything, the schema fields
+    Isaac Lab owns, unknown kwargs, and a local asset for a task that has none."""
+    with pytest.raises(ValueError, match=r"Isaac-Cartpole-Direct: Isaac Lab batches, times and renders its own envs: "
+                                         r"env.vectorization must be sync"):
+        make_isaaclab_vec_env("Isaac-Cartpole-Direct", vectorization="async")
+    with pytest.raises(ValueError, match=r"env.max_episode_steps / env.render_mode null, got 'sync', 500, None"):
+        make_isaaclab_vec_env("Isaac-Cartpole-Direct", max_episode_steps=500)
+    with pytest.raises(ValueError, match=r"unknown env.kwargs \['physics'\]; an Isaac Lab env takes device, overrides"):
+        make_isaaclab_vec_env("Isaac-Cartpole-Direct", kwargs={"physics": "newton"})
+    with pytest.raises(ValueError, match=r"no locally authored asset for Isaac-Ant-Direct; there is one for "
+                                         r"Isaac-Cartpole-Direct"):
+        make_isaaclab_vec_env("Isaac-Ant-Direct", kwargs={"local_asset": True})
+
+
 @pytest.mark.isaaclab
 @pytest.mark.skipif(not isaaclab_available(), reason="isaaclab is not installed (make test-isaaclab)")
 def test_real_isaaclab_cartpole_runs_off_its_rail_under_a_constant_push(tmp_path):
@@ -131,3 +146,32 @@ def test_real_isaaclab_cartpole_runs_off_its_rail_under_a_constant_push(tmp_path
         assert all(0 < ep.length < 120 for ep in ended.values())
     finally:
         env.close()
+
+
+@pytest.mark.isaaclab
+@pytest.mark.skipif(not isaaclab_available(), reason="isaaclab is not installed (make test-isaaclab)")
+def test_ppo_through_the_cli_learns_to_balance_isaaclab_cartpole(tmp_path):
+    """``robopolicy train experiment=isaaclab_cartpole`` (Gaussian head, PPO, 64 envs on the CPU) lifts the episode
+    return of Isaac Lab's cartpole from below 0 (the pole falls, or the cart runs off its rail) past 1 within 300k
+    env steps (a balanced 5 s episode earns ~5; session 37's 400k run: -4.9 -> 4.0, 4.2 evaluated), and
+    ``robopolicy eval`` scores the checkpoint in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    def robopolicy(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "robopolicy", *args], capture_output=True, text=True,
+                              timeout=900, check=False)
+
+    run = robopolicy("train", "experiment=isaaclab_cartpole", "total_steps=300000", "checkpoint_every=300000",
+                     "logger=none", f"runs_dir={tmp_path}", "name=cartpole")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "cartpole" / "metrics.jsonl").read_text().splitlines()]
+    returns = [r["episode/return"] for r in rows if "episode/return" in r]
+    assert returns[0] < 0, returns[:5]
+    assert sum(returns[-3:]) / 3 > 1.0, returns[-10:]
+    assert (tmp_path / "cartpole" / "learning_curve.png").is_file()
+    ev = robopolicy("eval", f"ckpt={tmp_path / 'cartpole'}", "episodes=10", "video=false")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    summary = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 10 and summary["return_mean"] > 1.0, summary
