@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from envs.chunk import check_execute
+from envs.isaaclab_assets import check_local_asset, local_scene
 from robopolicy.types import OBS_PRIVILEGED, OBS_STATE, EpisodeStats, Obs, StepResult
 
 
@@ -38,6 +39,12 @@ def isaaclab_available() -> bool:
     except Exception:  # noqa: BLE001  (a broken install raises anything from ImportError to OSError)
         return False
     return True
+
+
+def _require_isaaclab() -> None:
+    if not isaaclab_available():
+        raise ImportError("isaaclab is not installed: it needs a venv of its own (Isaac Lab 3 pins mujoco ~3.12, "
+                          "Meta-World 3.3.0); make test-isaaclab builds .venv-isaaclab (docs/envs.md)")
 
 
 def _box_dim(space: Any, name: str) -> int:
@@ -186,9 +193,7 @@ def make_isaaclab_env(
     The simulation runtime Isaac Lab needs for the config (none for kitless Newton) is started here and stopped
     by ``close()``.
     """
-    if not isaaclab_available():
-        raise ImportError("isaaclab is not installed: it needs a venv of its own (Isaac Lab 3 pins mujoco ~3.12, "
-                          "Meta-World 3.3.0); make test-isaaclab builds .venv-isaaclab (docs/envs.md)")
+    _require_isaaclab()
     import gymnasium as gym
     import isaaclab_tasks  # noqa: F401  (registers the Isaac-* ids)
     from isaaclab.app.sim_launcher import launch_simulation
@@ -223,8 +228,6 @@ def make_isaaclab_vec_env(
     ["physics=newton_mjwarp"]) and ``local_asset`` (true: the task's asset authored here, envs/isaaclab_assets.py).
     Isaac Lab batches, times and renders its envs itself, so ``vectorization`` must be sync and ``max_episode_steps``
     and ``render_mode`` unset."""
-    from envs.isaaclab_assets import local_scene
-
     if vectorization != "sync" or max_episode_steps is not None or render_mode is not None:
         raise ValueError(f"{id}: Isaac Lab batches, times and renders its own envs: env.vectorization must be sync and "
                          f"env.max_episode_steps / env.render_mode null, got {vectorization!r}, {max_episode_steps}, "
@@ -234,6 +237,10 @@ def make_isaaclab_vec_env(
     if unknown:
         raise ValueError(f"{id}: unknown env.kwargs {sorted(unknown)}; an Isaac Lab env takes device, overrides, "
                          "local_asset")
-    scene = local_scene(id) if opts.get("local_asset") else None
+    scene = None
+    if opts.get("local_asset"):
+        check_local_asset(id)
+        _require_isaaclab()  # before the asset is authored: pxr comes with Isaac Lab
+        scene = local_scene(id)
     return make_isaaclab_env(id, num_envs=num_envs, chunk=chunk, seed=seed, device=str(opts.get("device", "cpu")),
                              overrides=list(opts.get("overrides") or ()), execute=execute, scene=scene)

@@ -80,9 +80,14 @@ def cartpole_scene(usd_path: str | Path) -> dict[str, Any]:
 
 
 
-def local_scene(env_id: str) -> dict[str, Any]:
-    """Scene edits that give ``env_id`` an asset authored here, written to a fresh temporary folder."""
+def check_local_asset(env_id: str) -> None:
+    """Raise unless an asset for ``env_id`` is authored here (cheap: writes nothing, needs no Isaac Lab)."""
     if env_id != "Isaac-Cartpole-Direct":
         raise ValueError(f"isaaclab: no locally authored asset for {env_id}; there is one for Isaac-Cartpole-Direct")
+
+
+def local_scene(env_id: str) -> dict[str, Any]:
+    """Scene edits that give ``env_id`` an asset authored here, written to a fresh temporary folder."""
+    check_local_asset(env_id)
     folder = Path(tempfile.mkdtemp(prefix="robopolicy-isaaclab-"))
     return cartpole_scene(write_cartpole_usd(folder / "cartpole.usda"))
