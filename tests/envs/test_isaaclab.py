@@ -3,7 +3,10 @@ task (marker ``isaaclab``; skipped where Isaac Lab does not import; see docs/env
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -155,9 +158,6 @@ def test_ppo_through_the_cli_learns_to_balance_isaaclab_cartpole(tmp_path):
     return of Isaac Lab's cartpole from below 0 (the pole falls, or the cart runs off its rail) past 1 within 300k
     env steps (a balanced 5 s episode earns ~5; session 37's 400k run: -4.9 -> 4.0, 4.2 evaluated), and
     ``robopolicy eval`` scores the checkpoint in a fresh process."""
-    import json
-    import subprocess
-    import sys
 
     def robopolicy(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "robopolicy", *args], capture_output=True, text=True,
