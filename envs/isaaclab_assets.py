@@ -1,8 +1,8 @@
 """Isaac Lab assets authored here, so a task builds without NVIDIA's asset server.
 
 Every Isaac Lab task loads its robot and ground from USD files on that server (docs/envs.md has the error a machine
-without it gets). ``write_cartpole_usd`` authors the cartpole that ``Isaac-Cartpole-Direct`` expects, with the same
-prim and joint names, and ``cartpole_scene`` says how to point the task at it:
+without it gets). ``write_cartpole_usd`` authors the cartpole that ``Isaac-Cartpole-Direct`` expects, with the joint
+names the task looks up, and ``cartpole_scene`` says how to point the task at it:
 
     path = write_cartpole_usd("/tmp/cartpole.usda")
     env = make_isaaclab_env("Isaac-Cartpole-Direct", num_envs=4, device="cpu", overrides=["physics=newton_mjwarp"],
