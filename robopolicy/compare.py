@@ -10,7 +10,8 @@ configs, so a comparison says what was compared without anyone retyping the comm
 
 Per run: the metric at the initial evaluation, at chosen steps, its best over the periodic evaluations
 within ``budget``, the final evaluation (fresh episodes), and the first evaluation step at or above
-``threshold``; per arm: the means and how many runs reached the threshold. Prints the tables (``markdown=true``: also as Markdown, for docs), writes ``plot`` (one panel
+``threshold`` (for ``eval/success``, a step whose repeats were logged, ``stop_confirm``, counts only if their
+confirmed success is at or above it too, as the run's own stop); per arm: the means and how many runs reached the threshold. Prints the tables (``markdown=true``: also as Markdown, for docs), writes ``plot`` (one panel
 per seed when the arms share their seeds: paired runs next to each other) and ``output`` (JSON), and
 ends with one JSON line.
 """
@@ -52,6 +53,8 @@ class RunCurve:
     final: float | None
     """The end-of-run evaluation on fresh episodes (eval/is_final), kept off the periodic curve."""
     final_step: int | None
+    confirmed: dict[int, float]
+    """Env step -> eval/confirmed_success where the evaluation was repeated (stop_confirm); it decides the threshold."""
     elapsed_s: dict[int, float]
     """Env step -> wall-clock since the run started (time/elapsed_s) at the periodic evaluations that log it."""
     settings: dict[str, Any]
@@ -150,6 +153,8 @@ def load_run(path: Path, arm: str, metric: str) -> RunCurve:
                     initial=float(initial[0][metric]) if initial else None,
                     final=float(final[-1][metric]) if final else None,
                     final_step=int(final[-1]["step"]) if final else None,
+                    confirmed={int(r["step"]): float(r["eval/confirmed_success"]) for r in periodic
+                               if metric == "eval/success" and r.get("eval/confirmed_success") is not None},
                     elapsed_s={int(r["step"]): float(r["time/elapsed_s"]) for r in periodic if "time/elapsed_s" in r},
                     settings=flatten(config))
 
@@ -178,7 +183,8 @@ def arm_differences(runs: list[RunCurve]) -> dict[str, dict[str, Any]]:
 def summarize(run: RunCurve, threshold: float | None, budget: int | None) -> dict[str, Any]:
     within = {s: v for s, v in run.evals.items() if budget is None or s <= budget}
     after_start = [(s, v) for s, v in sorted(within.items()) if s > 0 or run.initial is None]
-    hit = next((s for s, v in after_start if threshold is not None and v >= threshold), None)
+    # A reading the repeats did not confirm is not a stop: the trainer would have gone on (trainer.py).
+    hit = next((s for s, v in after_start if threshold is not None and run.confirmed.get(s, v) >= threshold), None)
     return {"run": str(run.path), "arm": run.arm, "seed": run.seed, "initial": run.initial,
             "best": max(within.values()) if within else None, "final": run.final,
             "last_step": max(run.evals) if run.evals else None, "steps_to_threshold": hit,
@@ -287,6 +293,8 @@ def plot_comparison(runs: list[RunCurve], out: Path, metric: str, threshold: flo
                         color=f"C{i % 10}", label=label)
                 if run.final is not None:
                     ax.plot([run.final_step / 1000], [scale * run.final], marker="*", markersize=9, color=f"C{i % 10}")
+                for step, value in run.confirmed.items():  # the repeats' verdict next to the reading it repeated
+                    ax.plot([step / 1000], [scale * value], marker="x", markersize=6, color=f"C{i % 10}")
         if threshold is not None:
             ax.axhline(scale * threshold, color="gray", linestyle=":")
         ax.set_title(f"seed {seed}" if seed is not None else "all runs", fontsize=9)
@@ -294,7 +302,9 @@ def plot_comparison(runs: list[RunCurve], out: Path, metric: str, threshold: flo
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{metric} (%)" if percent else metric)
     axes[0].legend(fontsize=7)
-    fig.suptitle("stars: final evaluation on fresh episodes", fontsize=8)
+    confirmed = any(r.confirmed for r in runs)
+    fig.suptitle("stars: final evaluation on fresh episodes" + ("\nx: the confirmed success of a repeated one"
+                                                                 if confirmed else ""), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

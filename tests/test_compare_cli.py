@@ -95,6 +95,25 @@ def test_budget_threshold_and_metric_options(runs, tmp_path, capsys):
     assert result["differences"] == {} and "plot" not in result
 
 
+def test_a_reading_its_repeats_did_not_confirm_is_not_the_step_to_threshold(tmp_path, capsys):
+    # stop_confirm: the sweep at 100 read 96% but its repeats brought it to 92%, so the run went on; at 300 all
+    # three reached 95%. compare counts 300, as the run's own stop did; eval/return has no repeats to defer to.
+    run = write_run(tmp_path / "runs", "graded-0", 0, 1e-4, [0.3, 0.96, 0.9, 0.96])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["step"] in (100, 300) and "eval/success" in row:
+            row["eval/confirmed_success"] = {100: 0.92, 300: 0.953}[row["step"]]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    plot = tmp_path / "cmp.png"
+    code, stdout, stderr = robopolicy(capsys, "compare", f"runs=[{run}]", f"plot={plot}", "output=null")
+    assert code == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])["runs"][0]
+    assert (summary["best"], summary["steps_to_threshold"]) == (0.96, 300) and plot.is_file()
+    code, stdout, stderr = robopolicy(capsys, "compare", f"runs=[{run}]", "metric=eval/return", "threshold=9.5",
+                                      "plot=null", "output=null")
+    assert json.loads(stdout.strip().splitlines()[-1])["runs"][0]["steps_to_threshold"] == 100
+
+
 def test_names_make_one_arm_per_pattern_and_clashing_folder_names_are_told_apart(runs, tmp_path, capsys):
     other = tmp_path / "other"
     write_run(other, "base-0", 0, 3e-4, [0.1, 0.2])
