@@ -11,7 +11,8 @@ configs, so a comparison says what was compared without anyone retyping the comm
 Per run: the metric at the initial evaluation, at chosen steps, its best over the periodic evaluations
 within ``budget``, the final evaluation (fresh episodes), and the first evaluation step at or above
 ``threshold`` (for ``eval/success``, a step whose repeats were logged, ``stop_confirm``, counts only if their
-confirmed success is at or above it too, as the run's own stop); per arm: the means and how many runs reached the threshold. Prints the tables (``markdown=true``: also as Markdown, for docs), writes ``plot`` (one panel
+confirmed success is at or above it too, as the run's own stop); per arm: the means and how many runs reached
+the threshold. Prints the tables (``markdown=true``: also as Markdown, for docs), writes ``plot`` (one panel
 per seed when the arms share their seeds: paired runs next to each other) and ``output`` (JSON), and
 ends with one JSON line.
 """
