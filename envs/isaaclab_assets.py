@@ -79,7 +79,6 @@ def cartpole_scene(usd_path: str | Path) -> dict[str, Any]:
     return {"cartpole.spawn.usd_path": str(usd_path), "ground": None, "light": None}
 
 
-
 def check_local_asset(env_id: str) -> None:
     """Raise unless an asset for ``env_id`` is authored here (cheap: writes nothing, needs no Isaac Lab)."""
     if env_id != "Isaac-Cartpole-Direct":
