@@ -232,9 +232,11 @@ def distill(method: str, root: Path, prep: dict, args) -> dict:
             "wall_s": round(wall, 1), "env_steps": args.steps, "curve": curve}
 
 
-def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: str) -> tuple[float, float | None]:
-    """Success on the held-out seeds and, for a camera student, the median error (cm) of its estimate of the
-    object's position (the goal's for reach) along its own episodes (None for the teacher)."""
+def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: str,
+                     seed: int = HELD_OUT_SEED) -> tuple[float, float | None]:
+    """Success on the held-out seeds (``episodes`` reset seeds from ``seed`` on) and, for a camera student, the
+    median error (cm) of its estimate of the object's position (the goal's for reach) along its own episodes (None
+    for the teacher)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -259,7 +261,7 @@ def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: 
 
         encoder.features_and_estimate = recorded
     env = compose("train", [*env_overrides(task), *(camera_overrides(cameras) if cameras else [])]).env
-    result = evaluate(policy, OmegaConf.to_container(env, resolve=True), episodes=episodes, seed=HELD_OUT_SEED)
+    result = evaluate(policy, OmegaConf.to_container(env, resolve=True), episodes=episodes, seed=seed)
     error_cm = round(100 * torch.cat(errors).median().item(), 2) if errors else None
     return float(result.summary()["success_rate"]), error_cm
 
@@ -354,6 +356,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4_096)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--held-out-episodes", type=int, default=50)
+    parser.add_argument("--held-out-seed", type=int, default=HELD_OUT_SEED,
+                        help="first reset seed of the held-out evaluations; another value re-measures the same "
+                             "policies (every folder under --root is reused) on episodes none of them has seen")
     args = parser.parse_args()
     if args.estimate_coef == 0 and "estimate_only" in args.methods:
         parser.error("--estimate-coef 0 leaves estimate_only with no term to train; drop it from --methods")
@@ -370,14 +375,15 @@ def main() -> None:
     torch.set_num_threads(1)
     root = Path(args.root or Path("runs/bench-teacher-student") / time.strftime("%Y%m%d-%H%M%S"))
     prep = prepare(root, args)
-    teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, [], args.task)
-    bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, args.cameras, args.task)
+    teacher, _ = held_out_success(prep["teacher"], args.held_out_episodes, [], args.task, args.held_out_seed)
+    bc, bc_error = held_out_success(prep["student_bc"], args.held_out_episodes, args.cameras, args.task,
+                                     args.held_out_seed)
     start = "after BC warm start" if args.init == "warm" else "with the teacher's layers and a fresh estimator"
     print(f"teacher {teacher:.0%}, student {start} {bc:.0%} (held-out seeds; median error of its "
           f"{POSITION_NAME[args.task]}-position estimate {bc_error} cm)", flush=True)
     rounds = [(bc, bc_error)]
     for k, student in enumerate(prep["dagger_students"], 1):
-        rounds.append(held_out_success(student, args.held_out_episodes, args.cameras, args.task))
+        rounds.append(held_out_success(student, args.held_out_episodes, args.cameras, args.task, args.held_out_seed))
         print(f"student after offline DAgger round {k} of its estimator: {rounds[-1][0]:.0%} (position error "
               f"{rounds[-1][1]} cm)", flush=True)
     init, init_error = rounds[-1]
@@ -388,7 +394,7 @@ def main() -> None:
     for method in args.methods:
         r = distill(method, root, prep, args)
         r["held_out_success"], r["position_error_cm"] = held_out_success(
-            Path(r["checkpoint"]), args.held_out_episodes, args.cameras, args.task)
+            Path(r["checkpoint"]), args.held_out_episodes, args.cameras, args.task, args.held_out_seed)
         r["fraction_of_teacher"] = round(r["held_out_success"] / teacher, 3) if teacher > 0 else None
         results.append(r)
         print(f"  {method:10s} held-out {r['held_out_success']:.0%} = {r['fraction_of_teacher']} of the teacher  "
@@ -405,7 +411,8 @@ def main() -> None:
                "dagger_rounds": len(prep["dagger_students"]), "dagger_env_steps": prep["dagger_env_steps"],
                "dagger_round_success": [r[0] for r in rounds], "dagger_round_position_error_cm": [r[1] for r in rounds],
                "init": args.init, "init_fraction_of_teacher": round(init / teacher, 3) if teacher > 0 else None,
-               "env_steps": args.steps, "held_out_episodes": args.held_out_episodes}
+               "env_steps": args.steps, "held_out_episodes": args.held_out_episodes,
+               "held_out_seed": args.held_out_seed}
     for r in results:
         summary[f"{r['method']}_success"] = r["held_out_success"]
         summary[f"{r['method']}_fraction_of_teacher"] = r["fraction_of_teacher"]
