@@ -28,7 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
-from teacher_student_distill import HELD_OUT_SEED, POSITION, camera_overrides, env_overrides, held_out_success
+from teacher_student_distill import HELD_OUT_SEED, POSITION, held_out_success
 
 LIFTED_Z = 0.03  # m: the cube's centre rests at ~0.015 in the recorded frames; 1.5 cm above it is off the table
 VARIANTS = ("student", "all", "position", "lifted", "table")
@@ -40,48 +40,34 @@ def with_true_estimates(policy, variant: str, task: str) -> None:
     truth; the observation is normalized where the encoder sees it."""
     import torch
 
-    from robopolicy.types import OBS_PRIVILEGED, OBS_STATE
+    from robopolicy.types import OBS_PRIVILEGED
 
     encoder = policy.encoder
+    if encoder.estimator is None:
+        raise SystemExit("not a camera student: its encoder has no estimate_privileged")
     index = encoder.estimate_index.tolist()
     position = [i for i in POSITION[task] if i in index]
     entries = index if variant == "all" else position
     cols, src = [index.index(i) for i in entries], torch.tensor(entries)
     stats = policy.normalizer.stats[OBS_PRIVILEGED.replace(".", "__")]
     z_mean, z_std = stats.mean[position[-1]], stats.var[position[-1]].sqrt()  # the object's height, to metres
-    estimate_fn = encoder.features_and_estimate
 
     def truth_in_place(obs, augment=False):
-        _, estimate = estimate_fn(obs, augment)
+        estimate = encoder.estimate(obs, augment).clone()  # written in place below
         truth = obs[OBS_PRIVILEGED][:, src]
         if variant in ("lifted", "table"):
             lifted = (obs[OBS_PRIVILEGED][:, position[-1]] * z_std + z_mean > LIFTED_Z).unsqueeze(-1)
             truth = torch.where(lifted if variant == "lifted" else ~lifted, truth, estimate[:, cols])
-        estimate = estimate.clone()
         estimate[:, cols] = truth
-        privileged = estimate.new_zeros(estimate.shape[0], encoder.privileged_dim)
-        privileged = privileged.index_copy(1, encoder.estimate_index, estimate)
-        return encoder.net(torch.cat([obs[OBS_STATE], privileged], dim=-1)), estimate
+        return encoder.features_from_estimate(obs, estimate), estimate
 
     encoder.features_and_estimate = truth_in_place
 
 
 def success(policy_dir: Path, variant: str, episodes: int, seed: int, cameras: list[str], task: str) -> float:
-    """Held-out success of the student with ``variant``'s estimates true (the evaluation of the benchmark)."""
-    from omegaconf import OmegaConf
-
-    from robopolicy.checkpoint import load_policy
-    from robopolicy.cli import compose
-    from robopolicy.evaluate import evaluate
-
-    policy = load_policy(str(policy_dir))
-    if policy.encoder.estimator is None:
-        raise SystemExit(f"{policy_dir}: not a camera student (its encoder has no estimate_privileged)")
-    if variant != "student":
-        with_true_estimates(policy, variant, task)
-    env = compose("train", [*env_overrides(task), *camera_overrides(cameras)]).env
-    result = evaluate(policy, OmegaConf.to_container(env, resolve=True), episodes=episodes, seed=seed)
-    return float(result.summary()["success_rate"])
+    """Held-out success of the student with ``variant``'s estimates true (the teacher-student benchmark's evaluation)."""
+    patch = None if variant == "student" else (lambda policy: with_true_estimates(policy, variant, task))
+    return held_out_success(policy_dir, episodes, cameras, task, seed, patch)[0]
 
 
 def last_student(root: Path) -> str:

@@ -232,11 +232,11 @@ def distill(method: str, root: Path, prep: dict, args) -> dict:
             "wall_s": round(wall, 1), "env_steps": args.steps, "curve": curve}
 
 
-def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: str,
-                     seed: int = HELD_OUT_SEED) -> tuple[float, float | None]:
+def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: str, seed: int = HELD_OUT_SEED,
+                     patch=None) -> tuple[float, float | None]:
     """Success on the held-out seeds (``episodes`` reset seeds from ``seed`` on) and, for a camera student, the
     median error (cm) of its estimate of the object's position (the goal's for reach) along its own episodes (None
-    for the teacher)."""
+    for the teacher). ``patch(policy)``, if given, changes the loaded policy first (benchmarks/estimator_oracle.py)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -246,6 +246,8 @@ def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: 
     from robopolicy.types import OBS_PRIVILEGED
 
     policy = load_policy(str(policy_dir))
+    if patch is not None:
+        patch(policy)
     encoder, errors = policy.encoder, []
     if cameras and encoder.estimator is not None:
         index = encoder.estimate_index.tolist()

@@ -92,13 +92,24 @@ class ObsEncoder(nn.Module):
         return self._fused_features(obs, augment), None
 
     def _estimated_features(self, obs: Obs, augment: bool) -> tuple[Tensor, Tensor]:
+        estimate = self.estimate(obs, augment)
+        return self.features_from_estimate(obs, estimate), estimate
+
+    def estimate(self, obs: Obs, augment: bool = False) -> Tensor:
+        """(B, len(estimate_privileged)) normalized estimates of the privileged entries, from cameras + state."""
         images = self.images(obs, None, augment)
         estimate = self.estimator(torch.cat([images.flatten(1), obs[OBS_STATE]], dim=-1))
         if self.config.estimator_skip:
             estimate = estimate + self.estimator_skip(obs[OBS_STATE])
+        return estimate
+
+    def features_from_estimate(self, obs: Obs, estimate: Tensor) -> Tensor:
+        """The state MLP on the teacher's input layout: [observation.state, privileged] with ``estimate`` in the
+        estimated slots and 0 (the normalized mean) elsewhere. Separate so a probe can hand it other values
+        (benchmarks/estimator_oracle.py: the truth)."""
         privileged = estimate.new_zeros(estimate.shape[0], self.privileged_dim)
         privileged = privileged.index_copy(1, self.estimate_index, estimate)
-        return self.net(torch.cat([obs[OBS_STATE], privileged], dim=-1)), estimate
+        return self.net(torch.cat([obs[OBS_STATE], privileged], dim=-1))
 
     def _fused_features(self, obs: Obs, augment: bool) -> Tensor:
         state = call(self.net, self._state_input(obs))
