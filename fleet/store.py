@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fleet.codec import EpisodePiece, decode_chunk, num_decisions
+from fleet.codec import EpisodePiece, decode_chunk
 from fleet.proto import fleet_pb2 as pb
+from fleet.shard_layout import episode_buffer, episode_frames, shard_features, spec_signature
 
 log = logging.getLogger(__name__)
 
@@ -282,25 +283,25 @@ class EpisodeStore:
             shutil.rmtree(path)
         groups: dict[bytes, list[tuple[str, str]]] = {}
         for rid, eid in episodes:  # one LeRobotDataset needs one feature set: group by robot spec signature
-            groups.setdefault(_signature(self._specs[rid]), []).append((rid, eid))
+            groups.setdefault(spec_signature(self._specs[rid]), []).append((rid, eid))
         index = {rid: i for rid, i in db.execute("SELECT robot_id, robot_index FROM robots")}
         placed: list[tuple[int, str, str]] = []
         for g, members in enumerate(groups.values()):
             spec = self._specs[members[0][0]]
             ds = LeRobotDataset.create(repo_id=f"fleet/{name}-{g}", fps=int(spec.fps or self.fps),
-                                       features=_features(spec), root=path / f"part-{g}", use_videos=False,
+                                       features=shard_features(spec), root=path / f"part-{g}", use_videos=False,
                                        image_writer_threads=4 if spec.cameras else 0)  # PNG writes off this thread
             try:
                 for k, (rid, eid) in enumerate(members):
                     ep = self.load_episode(rid, eid, db)
                     task = self._specs[rid].task or "fleet"
                     if spec.cameras:  # images go through LeRobot's per-frame path (it writes the image files)
-                        for frame in _frames(ep, index[rid], task):
+                        for frame in episode_frames(ep.piece, index[rid], task):
                             ds.add_frame(frame)
                         ds.save_episode()
                     else:  # whole columns at once: ~100x fewer Python calls than add_frame per frame
-                        ds.save_episode(episode_data=_episode_buffer(ep, index[rid], task, ds.meta.total_episodes,
-                                                                     ds.meta.fps))
+                        ds.save_episode(episode_data=episode_buffer(ep.piece, index[rid], task, ds.meta.total_episodes,
+                                                                    ds.meta.fps))
                     placed.append((g * 1_000_000 + k, rid, eid))
             finally:
                 ds.finalize()
@@ -346,62 +347,6 @@ class EpisodeStore:
         self._writer.join()
         self._sharder.join()
         self._db.close()
-
-
-def _signature(spec: pb.RobotSpec) -> bytes:
-    return json.dumps([spec.state_dim, spec.action_dim, spec.trace_dim, num_decisions(spec),
-                       [(c.name, c.height, c.width) for c in spec.cameras]]).encode()
-
-
-def _features(spec: pb.RobotSpec) -> dict:
-    feats = {
-        "observation.state": {"dtype": "float32", "shape": (spec.state_dim,), "names": None},
-        "action": {"dtype": "float32", "shape": (spec.action_dim,), "names": None},
-        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
-        "next.done": {"dtype": "bool", "shape": (1,), "names": None},
-        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
-        "intervention": {"dtype": "bool", "shape": (1,), "names": None},
-        "policy_version": {"dtype": "int64", "shape": (1,), "names": None},
-        "robot_index": {"dtype": "int64", "shape": (1,), "names": None},
-        "robot_timestamp": {"dtype": "float64", "shape": (1,), "names": None},
-        "logp": {"dtype": "float32", "shape": (num_decisions(spec),), "names": None},
-        "chunk_step": {"dtype": "int64", "shape": (1,), "names": None},
-    }
-    for c in spec.cameras:
-        feats[f"observation.images.{c.name}"] = {"dtype": "image", "shape": (c.height, c.width, 3),
-                                                 "names": ["height", "width", "channels"]}
-    return feats
-
-
-def _frames(ep: StoredEpisode, robot_index: int, task: str):
-    p = ep.piece
-    for t in range(p.num_steps):
-        frame = {
-            "observation.state": p.state[t], "action": p.action[t],
-            "next.reward": p.reward[t:t + 1], "next.done": p.done[t:t + 1], "next.success": p.success[t:t + 1],
-            "intervention": p.intervention[t:t + 1], "policy_version": p.policy_version[t:t + 1],
-            "robot_index": np.array([robot_index], np.int64), "robot_timestamp": p.timestamp[t:t + 1],
-            "logp": p.logp[t].reshape(-1), "chunk_step": p.chunk_step[t:t + 1].astype(np.int64), "task": task,
-        }
-        for cam, imgs in p.images.items():
-            frame[f"observation.images.{cam}"] = imgs[t]
-        yield frame
-
-
-def _episode_buffer(ep: StoredEpisode, robot_index: int, task: str, episode_index: int, fps: int) -> dict:
-    """LeRobot's episode buffer for ``save_episode(episode_data=...)`` (state-only features), built from columns."""
-    p, n = ep.piece, ep.piece.num_steps
-    col = np.ascontiguousarray
-    return {
-        "size": n, "task": [task] * n, "episode_index": episode_index, "frame_index": np.arange(n),
-        "index": None, "task_index": None,  # filled by save_episode
-        "timestamp": (np.arange(n) / fps).astype(np.float32),
-        "observation.state": col(p.state), "action": col(p.action), "next.reward": p.reward[:, None],
-        "next.done": p.done[:, None], "next.success": p.success[:, None], "intervention": p.intervention[:, None],
-        "policy_version": p.policy_version[:, None], "robot_index": np.full((n, 1), robot_index, np.int64),
-        "robot_timestamp": p.timestamp[:, None], "logp": p.logp.reshape(n, -1),
-        "chunk_step": p.chunk_step.astype(np.int64)[:, None],
-    }
 
 
 def _concat(pieces: list[EpisodePiece]) -> EpisodePiece:
