@@ -12,11 +12,13 @@ from fleet.proto import fleet_pb2 as pb
 
 
 def spec_signature(spec: pb.RobotSpec) -> bytes:
+    """Robots with equal signatures share a shard's LeRobotDataset: one dataset holds one feature set."""
     return json.dumps([spec.state_dim, spec.action_dim, spec.trace_dim, num_decisions(spec),
                        [(c.name, c.height, c.width) for c in spec.cameras]]).encode()
 
 
 def shard_features(spec: pb.RobotSpec) -> dict:
+    """LeRobot features of a robot's episodes: its state, action, trace and cameras, plus the fleet's columns."""
     feats = {
         "observation.state": {"dtype": "float32", "shape": (spec.state_dim,), "names": None},
         "action": {"dtype": "float32", "shape": (spec.action_dim,), "names": None},
