@@ -57,7 +57,7 @@ def axis_errors_cm(run_dir: Path, data: Path) -> dict[str, float]:
     demos = load_demos(data)
     index = policy.encoder.estimate_index.tolist()
     cols = [index.index(i) for i in range(3)]  # privileged 0-2: the cube's xyz
-    std = policy.normalizer.stats[OBS_PRIVILEGED.replace(".", "__")].var[:3].sqrt()
+    std = policy.normalizer.stats_for(OBS_PRIVILEGED).var[:3].sqrt()
     errors = []
     with torch.no_grad():
         for start in range(0, len(demos), 512):

@@ -49,7 +49,7 @@ def with_true_estimates(policy, variant: str, task: str) -> None:
     position = [i for i in POSITION[task] if i in index]
     entries = index if variant == "all" else position
     cols, src = [index.index(i) for i in entries], torch.tensor(entries)
-    stats = policy.normalizer.stats[OBS_PRIVILEGED.replace(".", "__")]
+    stats = policy.normalizer.stats_for(OBS_PRIVILEGED)
     z_mean, z_std = stats.mean[position[-1]], stats.var[position[-1]].sqrt()  # the object's height, to metres
 
     def truth_in_place(obs, augment=False):

@@ -253,7 +253,7 @@ def held_out_success(policy_dir: Path, episodes: int, cameras: list[str], task: 
         index = encoder.estimate_index.tolist()
         position = [i for i in POSITION[task] if i in index]  # the object's xyz (the goal's for reach)
         cols = [index.index(i) for i in position]  # their columns of the estimate
-        std = policy.normalizer.stats[OBS_PRIVILEGED.replace(".", "__")].var[position].sqrt()
+        std = policy.normalizer.stats_for(OBS_PRIVILEGED).var[position].sqrt()
         estimate_fn = encoder.features_and_estimate
 
         def recorded(obs, augment=False):  # obs is normalized here; the error is taken back to metres

@@ -73,6 +73,11 @@ class ObsNormalizer(nn.Module):
             if key in obs:
                 self.stats[name].update(obs[key])
 
+    def stats_for(self, key: str) -> RunningMeanStd | None:
+        """The running statistics of observation key ``key`` (its LeRobot name), or None if it is not normalized."""
+        name = self._names.get(key)
+        return None if name is None else self.stats._modules.get(name)  # type: ignore[return-value]
+
     def forward(self, obs: Obs) -> Obs:
         if not self.enabled:
             return obs

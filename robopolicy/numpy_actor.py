@@ -44,7 +44,7 @@ class NumpyGaussianActor:
         head: GaussianHead = policy.head  # type: ignore[assignment]
         cfg = head.config
         self.squash, self.chunk, self.action_dim = cfg.squash, head.chunk, head.action_dim
-        stats = policy.normalizer.stats._modules.get(OBS_STATE.replace(".", "__"))
+        stats = policy.normalizer.stats_for(OBS_STATE)
         self.norm = None
         if policy.normalizer.enabled and stats is not None:
             b = stats._buffers

@@ -112,7 +112,9 @@ def input_ood_score(policy: Policy, obs: dict[str, Tensor]) -> float:
     A candidate without observation normalization has no training statistics: ValueError."""
     if not policy.config.normalize_obs:
         raise ValueError("ood.method=input needs candidates that normalize observations (normalize_obs=true)")
-    stats = policy.normalizer.stats[OBS_STATE.replace(".", "__")]
+    stats = policy.normalizer.stats_for(OBS_STATE)
+    if stats is None:
+        raise ValueError(f"ood.method=input needs candidates that observe {OBS_STATE}")
     z = (obs[OBS_STATE].to(stats.mean) - stats.mean) * stats.inv_std
     return float(z.square().mean())
 

@@ -85,7 +85,7 @@ def test_normalizer_stats_come_from_the_data():
     demos, _ = synthetic_demos(1000, 4, 2, 1)
     policy = small_policy("gaussian", 4, 2, 1)
     set_obs_stats(policy, demos.stats, demos.obs)
-    rms = policy.normalizer.stats[OBS_STATE.replace(".", "__")]
+    rms = policy.normalizer.stats_for(OBS_STATE)
     torch.testing.assert_close(rms.mean, demos.obs[OBS_STATE].mean(0))
     torch.testing.assert_close(rms.var.sqrt(), demos.obs[OBS_STATE].std(0))
     assert float(rms.count) == 1000
@@ -198,7 +198,7 @@ def test_run_bc_end_to_end_writes_the_run_folder(tmp_path, fake_loader):
     # The saved policy is the EMA, which differs from the raw weights kept for resuming.
     assert all(torch.equal(saved[k], state["ema"][k]) for k in saved)
     assert any(not torch.equal(saved[k], state["policy"][k]) for k in saved if "normalizer" not in k)
-    rms = policy.normalizer.stats[OBS_STATE.replace(".", "__")]
+    rms = policy.normalizer.stats_for(OBS_STATE)
     torch.testing.assert_close(rms.mean, fake_loader["data"].obs[OBS_STATE].mean(0))
     assert result.eval_summary is not None and result.eval_summary["episodes"] == 2
 
@@ -214,9 +214,8 @@ def test_run_bc_warm_start_keeps_the_source_normalizer_over_the_new_datasets(tmp
     fake_loader["data"] = shifted
     result = run_training(bc_cfg(tmp_path, "name=warm", f"init_policy={source}", "algo.steps=2",
                                  "algo.eval_every=0", "eval_episodes=0"), show_progress=False)
-    name = OBS_STATE.replace(".", "__")
-    want = Policy.from_pretrained(source).normalizer.stats[name]
-    got = Policy.from_pretrained(result.checkpoint / "policy").normalizer.stats[name]
+    want = Policy.from_pretrained(source).normalizer.stats_for(OBS_STATE)
+    got = Policy.from_pretrained(result.checkpoint / "policy").normalizer.stats_for(OBS_STATE)
     torch.testing.assert_close(got.mean, want.mean)
     torch.testing.assert_close(got.var, want.var)
     assert not torch.allclose(got.mean, shifted.obs[OBS_STATE].mean(0))

@@ -301,6 +301,9 @@ def test_privileged_encoder_reads_privileged_state_and_reloads(tmp_path):
     a = policy.act(obs, deterministic=True).actions
     assert not torch.allclose(a, policy.act(moved, deterministic=True).actions)
     assert "observation__privileged" in dict(policy.normalizer.stats.named_children())
+    stats = policy.normalizer.stats_for("observation.privileged")  # looked up by its LeRobot key
+    assert stats is policy.normalizer.stats["observation__privileged"] and stats.mean.shape == (5,)
+    assert policy.normalizer.stats_for("observation.images.corner") is None  # images are not normalized
     back = Policy.from_pretrained(policy.save_pretrained(tmp_path / "p"))
     torch.testing.assert_close(back.act(obs, deterministic=True).actions, a)
     with pytest.raises(KeyError, match="observation.privileged"):
