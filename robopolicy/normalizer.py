@@ -75,8 +75,8 @@ class ObsNormalizer(nn.Module):
 
     def stats_for(self, key: str) -> RunningMeanStd | None:
         """The running statistics of observation key ``key`` (its LeRobot name), or None if it is not normalized."""
-        name = self._names.get(key)
-        return None if name is None else self.stats._modules.get(name)  # type: ignore[return-value]
+        name = self._names.get(key)  # every name in _names has its statistics in self.stats
+        return None if name is None else self.stats[name]  # type: ignore[return-value]
 
     def forward(self, obs: Obs) -> Obs:
         if not self.enabled:
