@@ -44,9 +44,10 @@ class NumpyGaussianActor:
         head: GaussianHead = policy.head  # type: ignore[assignment]
         cfg = head.config
         self.squash, self.chunk, self.action_dim = cfg.squash, head.chunk, head.action_dim
-        stats = policy.normalizer.stats_for(OBS_STATE)
         self.norm = None
-        if policy.normalizer.enabled and stats is not None:
+        if policy.normalizer.enabled:
+            stats = policy.normalizer.stats_for(OBS_STATE)
+            assert stats is not None  # every Policy normalizes its state (Policy.__init__ requires state_dim > 0)
             b = stats._buffers
             self.norm = (_view(b["mean"]), _view(b["inv_std"]), float(stats.clip))
         # (W^T, b, activation) per layer: x @ W^T is F.linear's product.
