@@ -35,7 +35,7 @@ import numpy as np
 from gymnasium.spaces import Box, Dict, Text
 
 from envs.gym_vec import TorchVecEnv, make_gym_vec_env
-from envs.reset_curriculum import FailurePrioritizedSampler
+from robopolicy.reset_curriculum import FailurePrioritizedSampler
 
 ENV_NAME = "robopolicy/MetaWorld-v3"
 ENV_ID = f"envs.metaworld:{ENV_NAME}"
@@ -146,21 +146,44 @@ class _ResetCurriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
     uniform draw; ``info["reset_config"]`` names it. Wraps ``_SeededTaskReset``, so ``reset(seed)`` stays
     reproducible: the draw comes from the freshly seeded Meta-World RNG."""
 
-    def __init__(self, env: gym.Env, weight: float) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, weight=weight)
+    def __init__(self, env: gym.Env, weight: float, scope: str = "env") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, scope=scope)
         gym.Wrapper.__init__(self, env)
+        if scope not in ("env", "run"):
+            raise ValueError(f"reset_curriculum_scope: 'env' or 'run', got {scope!r}")
         selector = task_selector(env)
         selector.toggle_sample_tasks_on_reset(False)  # we choose the configuration
         self.configs = selector.tasks
         self.sampler = FailurePrioritizedSampler(len(self.configs), weight)
+        # scope "run": the learner's RunWideCurriculum drains the outcomes and sets the probabilities (uniform until)
+        self.scope, self.outcomes, self.pushed = scope, [], None
         self._config, self._steps, self._succeeded = -1, 0, False
+
+    def reset_curriculum_size(self) -> int:
+        return len(self.configs)
+
+    def drain_reset_outcomes(self) -> list[tuple[int, bool]]:
+        """The (configuration, success) of each episode finished since the last call (scope "run")."""
+        outcomes, self.outcomes = self.outcomes, []
+        return outcomes
+
+    def set_reset_probabilities(self, p: np.ndarray) -> None:
+        if self.scope != "run":
+            raise ValueError("set_reset_probabilities: this env's curriculum learns from its own episodes "
+                             "(reset_curriculum_scope='env')")
+        self.pushed = np.asarray(p, dtype=np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self._config >= 0 and self._steps > 0:  # the episode that just ended, whatever ended it
-            self.sampler.update(self._config, self._succeeded)
+            if self.scope == "run":
+                self.outcomes.append((self._config, self._succeeded))
+            else:
+                self.sampler.update(self._config, self._succeeded)
         if seed is not None:
             self.unwrapped.seed(seed)
-        self._config, self._steps, self._succeeded = self.sampler.draw(self.unwrapped.np_random), 0, False
+        rng = self.unwrapped.np_random
+        config = self.sampler.draw(rng) if self.pushed is None else int(rng.choice(len(self.configs), p=self.pushed))
+        self._config, self._steps, self._succeeded = config, 0, False
         self.unwrapped.set_task(self.configs[self._config])
         obs, info = self.env.reset(seed=seed, options=options)
         return obs, {**info, "reset_config": self._config}
@@ -266,16 +289,18 @@ def _make_mt1(
     image_size: int = 84,
     success_bonus: float = 0.0,
     reset_curriculum: float = 0.0,
+    reset_curriculum_scope: str = "env",
 ) -> gym.Env:
     """Entry point of ``robopolicy/MetaWorld-v3`` and ``robopolicy/MetaWorld-<task>``: one MT1 task env (Meta-World's
     inner time limit is 500). With ``cameras`` the observation is a Dict with images; ``success_bonus`` is added
     to the reward of every successful step; ``reset_curriculum`` (a weight in [0, 1], a training-only option:
-    ``env.train_kwargs``) draws the configurations the env's episodes failed more often."""
+    ``env.train_kwargs``) draws the configurations the env's episodes failed more often, or with
+    ``reset_curriculum_scope="run"`` the ones every env's episodes failed (``robopolicy.reset_curriculum``)."""
     _check_task(task)
     env = gym.make("Meta-World/MT1", env_name=task, seed=task_seed, render_mode=render_mode, disable_env_checker=True)
     env = _SeededTaskReset(env)
     if reset_curriculum:
-        env = _ResetCurriculum(env, reset_curriculum)
+        env = _ResetCurriculum(env, reset_curriculum, reset_curriculum_scope)
     env = _ConfigSweep(env)  # off unless an evaluation starts it
     env = _Float32State(env)
     if success_bonus:

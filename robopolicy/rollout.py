@@ -7,6 +7,7 @@ FleetRollouts elsewhere): both yield time-major ``Rollout``s.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -30,11 +31,14 @@ class LocalRollouts:
     """Collects ``n_steps`` policy steps from a batched env with the current policy.
 
     Keeps the env's current observation between calls, so consecutive rollouts continue
-    the same episodes (as PPO expects). Finished episodes go to ``recent_episodes``.
+    the same episodes (as PPO expects). Finished episodes go to ``recent_episodes``. ``after_collect`` runs after
+    each rollout (e.g. a run-wide reset curriculum's sync); the metrics it returns are in ``source_metrics``.
     """
 
-    def __init__(self, env: BatchedEnv, n_steps: int, seed: int | None = 0, history: int = 100):
-        self.env, self.n_steps = env, n_steps
+    def __init__(self, env: BatchedEnv, n_steps: int, seed: int | None = 0, history: int = 100,
+                 after_collect: Callable[[], dict[str, float]] | None = None):
+        self.env, self.n_steps, self.after_collect = env, n_steps, after_collect
+        self.source_metrics: dict[str, float] = {}
         self.num_envs = env.num_envs
         self.obs: Obs = env.reset(seed=seed)
         self.policy_version = 0
@@ -50,6 +54,8 @@ class LocalRollouts:
             lists = self._step_loop(policy)
         obs_l, act_l, trace_l, logp_l, rew_l, term_l, trunc_l, steps_l, final_l = lists
         self.recent_episodes.extend(self.new_episodes)
+        if self.after_collect is not None:
+            self.source_metrics = self.after_collect()
         chunk_steps = torch.stack(steps_l)
         self.env_steps += int(chunk_steps.sum())
         T, B = self.n_steps, self.num_envs

@@ -21,6 +21,7 @@ from robopolicy.group_rollouts import GroupRollouts
 from robopolicy.offline_critic import discounted_returns, pretrain_critic
 from robopolicy.offline_improve import improve_offline
 from robopolicy.policy import Policy, PolicyConfig
+from robopolicy.reset_curriculum import RunWideCurriculum
 from robopolicy.rollout import LocalRollouts
 from robopolicy.run_logger import RunLogger, plot_learning_curve
 from robopolicy.trainer import Trainer
@@ -284,8 +285,20 @@ def offline_phase(algo_cfg: PPOConfig, policy: Policy, critic: ValueCritic, algo
 
 def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int) -> LocalRollouts | GroupRollouts:
     """Continuing rollouts of n_steps for GAE; whole episodes from shared initial states for grpo / gdpo."""
+    train_kwargs = cfg.env.get("train_kwargs") or {}
+    run_wide = train_kwargs.get("reset_curriculum_scope", "env") == "run"
     if algo_cfg.advantage == "gae":
-        return LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=seed)
+        curriculum = None
+        if run_wide:  # one failure-prioritized draw for all the envs (robopolicy/reset_curriculum.py, "Scope")
+            try:
+                curriculum = RunWideCurriculum(env, float(train_kwargs.get("reset_curriculum", 0.0)))
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+        return LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=seed,
+                             after_collect=None if curriculum is None else curriculum.sync)
+    if run_wide:
+        raise ConfigError(f"env.train_kwargs.reset_curriculum_scope=run: needs algo.advantage=gae, got "
+                          f"{algo_cfg.advantage} (its groups reset from shared seeds)")
     if not cfg.env.get("max_episode_steps"):
         raise ConfigError(f"env.max_episode_steps: required for algo.advantage={algo_cfg.advantage} (episode length)")
     try:

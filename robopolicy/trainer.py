@@ -96,6 +96,7 @@ class Trainer:
                 self.iteration += 1
                 self.source.policy_version += 1
                 metrics |= episode_summary(list(self.source.recent_episodes)[-20:])
+                metrics |= getattr(self.source, "source_metrics", {})  # e.g. a run-wide curriculum's state
                 metrics |= {
                     "time/steps_per_s": steps / (t2 - t0),
                     "time/collect_s": t1 - t0,

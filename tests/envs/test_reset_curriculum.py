@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -10,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import envs.metaworld as mw
-from envs.reset_curriculum import FailurePrioritizedSampler
 from robopolicy.evaluate import env_config
+from robopolicy.reset_curriculum import FailurePrioritizedSampler
 
 
 def test_weight_zero_is_uniform_and_failures_raise_a_configs_share():
@@ -120,3 +121,87 @@ def test_the_training_env_gets_the_curriculum_and_evaluation_does_not():
     finally:
         train_env.close()
         eval_env.close()
+
+
+def _run_wide_envs(n: int, weight: float = 1.0) -> gym.vector.SyncVectorEnv:
+    return gym.vector.SyncVectorEnv([
+        lambda: gym.make("robopolicy/MetaWorld-reach-v3", reset_curriculum=weight, reset_curriculum_scope="run",
+                         max_episode_steps=5) for _ in range(n)])
+
+
+def test_run_wide_curriculum_pools_every_envs_episodes_and_sets_every_envs_draw():
+    from robopolicy.reset_curriculum import RunWideCurriculum
+
+    envs = _run_wide_envs(3)
+    try:
+        curriculum = RunWideCurriculum(envs, weight=1.0)
+        _, info = envs.reset(seed=0)
+        first = [int(c) for c in info["reset_config"]]
+        for _ in range(6):  # five steps of standing still fail reach; the sixth auto-resets (the outcome is folded)
+            envs.step(np.zeros((3, 4), np.float32))
+        metrics = curriculum.sync()
+        visits = np.bincount(first, minlength=50)
+        np.testing.assert_array_equal(curriculum.sampler.visits, visits)  # one episode from each env, in one sampler
+        assert all(outcomes == [] for outcomes in envs.call("drain_reset_outcomes"))  # drained
+        for pushed in envs.call("get_wrapper_attr", "pushed"):
+            np.testing.assert_allclose(pushed, curriculum.sampler.probabilities())
+        assert metrics["curriculum/hardest_config"] in first
+
+        # Every env now draws what the learner's sampler says: all failure weight on configuration 11.
+        curriculum.sampler.success[:] = 1.0
+        curriculum.sampler.success[11] = 0.0
+        curriculum.sync()
+        _, info = envs.reset(seed=5)
+        assert [int(c) for c in info["reset_config"]] == [11, 11, 11]
+    finally:
+        envs.close()
+
+
+def test_an_env_scope_curriculum_keeps_its_outcomes_and_refuses_pushed_probabilities():
+    env = gym.make("robopolicy/MetaWorld-reach-v3", reset_curriculum=0.5, max_episode_steps=3)
+    cur = _curriculum(env)
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.zeros(4, np.float32))
+    env.reset()
+    assert cur.outcomes == [] and cur.sampler.visits.sum() == 1
+    with pytest.raises(ValueError) as err:
+        cur.set_reset_probabilities(np.full(50, 0.02))
+    assert str(err.value) == ("set_reset_probabilities: this env's curriculum learns from its own episodes "
+                              "(reset_curriculum_scope='env')")
+    env.close()
+    with pytest.raises(ValueError, match=r"reset_curriculum_scope: 'env' or 'run', got 'fleet'"):
+        gym.make("robopolicy/MetaWorld-reach-v3", reset_curriculum=0.5, reset_curriculum_scope="fleet")
+
+
+def test_a_run_wide_scope_without_a_curriculum_is_refused():
+    from robopolicy.reset_curriculum import RunWideCurriculum
+
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("robopolicy/MetaWorld-reach-v3")])
+    with pytest.raises(ValueError) as err:
+        RunWideCurriculum(envs, weight=0.5)
+    assert str(err.value) == ("reset_curriculum_scope=run: the training env has no reset curriculum (set "
+                              "env.train_kwargs.reset_curriculum to a weight above 0)")
+    envs.close()
+
+
+def test_a_training_run_syncs_a_run_wide_curriculum_and_logs_it(tmp_path):
+    from robopolicy.cli import compose
+    from robopolicy.train_run import ConfigError, run_training
+
+    base = ["env=metaworld_reach", "env.num_envs=2", "env.max_episode_steps=20", "policy=gaussian", "logger=none",
+            "total_steps=160", "checkpoint_every=160", "eval_every=0", "eval_episodes=1", "algo.n_steps=20",
+            "algo.batch_size=40", f"runs_dir={tmp_path}", "+env.train_kwargs.reset_curriculum=0.5",
+            "+env.train_kwargs.reset_curriculum_scope=run"]
+    run = run_training(compose("train", [*base, "name=wide"]), show_progress=False)
+    rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "curriculum/hardest_p" in r]
+    assert len(logged) == 4  # one per rollout of 2 x 20 steps
+    # Two envs fail an episode of reach in every rollout (a fresh Gaussian policy, 20 steps): the pooled estimate
+    # falls after each sync from the prior of 0.5, and the draw is no longer uniform.
+    mean_success = [r["curriculum/mean_success"] for r in logged]
+    assert 0.5 > mean_success[0] > mean_success[1] > mean_success[2] > mean_success[3]
+    assert logged[-1]["curriculum/hardest_p"] > 1.1 / 50
+
+    with pytest.raises(ConfigError, match="reset_curriculum_scope=run: needs algo.advantage=gae, got grpo"):
+        run_training(compose("train", [*base, "name=grpo", "algo.advantage=grpo"]), show_progress=False)
