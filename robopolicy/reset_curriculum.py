@@ -12,10 +12,10 @@ The uniform share keeps every configuration visited (so an estimate cannot freez
 drifts from the task's own distribution; ``weight`` 0 is plain uniform sampling. Evaluation must stay uniform:
 configs pass it as ``env.train_kwargs`` (the training env only, see ``robopolicy.evaluate.env_config``).
 
-Scope. With ``reset_curriculum_scope="env"`` (the default) each env learns from its own episodes: with 32 envs, a
-1M-step pick-place run gives each ~3 episodes per configuration, so its estimates barely leave the prior and its
-draw stays close to uniform. ``"run"`` pools every env's episodes in one ``RunWideCurriculum`` on the learner,
-which folds them in after each rollout and pushes the probabilities back: ~100 visits per configuration per run.
+Scope. With ``reset_curriculum_scope="env"`` (the default) each env learns from its own episodes: with 8 envs of
+200-step episodes, each meets a configuration once per ~80,000 steps of the run, so an estimate lags the policy by
+that much. ``"run"`` pools every env's episodes in one ``RunWideCurriculum`` on the learner, which folds them in
+after each rollout and pushes the probabilities back: a configuration's estimate then moves every ~10,000 steps.
 """
 
 from __future__ import annotations
