@@ -146,15 +146,17 @@ class _ResetCurriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
     uniform draw; ``info["reset_config"]`` names it. Wraps ``_SeededTaskReset``, so ``reset(seed)`` stays
     reproducible: the draw comes from the freshly seeded Meta-World RNG."""
 
-    def __init__(self, env: gym.Env, weight: float, scope: str = "env") -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, scope=scope)
+    def __init__(self, env: gym.Env, weight: float, scope: str = "env", priority: str = "failure",
+                 temperature: float = 1.0) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, scope=scope, priority=priority,
+                                                 temperature=temperature)
         gym.Wrapper.__init__(self, env)
         if scope not in ("env", "run"):
             raise ValueError(f"reset_curriculum_scope: 'env' or 'run', got {scope!r}")
         selector = task_selector(env)
         selector.toggle_sample_tasks_on_reset(False)  # we choose the configuration
         self.configs = selector.tasks
-        self.sampler = FailurePrioritizedSampler(len(self.configs), weight)
+        self.sampler = FailurePrioritizedSampler(len(self.configs), weight, priority=priority, temperature=temperature)
         # scope "run": the learner's RunWideCurriculum drains the outcomes and sets the probabilities (uniform until)
         self.scope, self.outcomes, self.pushed = scope, [], None
         self._config, self._steps, self._succeeded = -1, 0, False
@@ -290,17 +292,21 @@ def _make_mt1(
     success_bonus: float = 0.0,
     reset_curriculum: float = 0.0,
     reset_curriculum_scope: str = "env",
+    reset_curriculum_priority: str = "failure",
+    reset_curriculum_temperature: float = 1.0,
 ) -> gym.Env:
     """Entry point of ``robopolicy/MetaWorld-v3`` and ``robopolicy/MetaWorld-<task>``: one MT1 task env (Meta-World's
     inner time limit is 500). With ``cameras`` the observation is a Dict with images; ``success_bonus`` is added
     to the reward of every successful step; ``reset_curriculum`` (a weight in [0, 1], a training-only option:
     ``env.train_kwargs``) draws the configurations the env's episodes failed more often, or with
-    ``reset_curriculum_scope="run"`` the ones every env's episodes failed (``robopolicy.reset_curriculum``)."""
+    ``reset_curriculum_scope="run"`` the ones every env's episodes failed, scored by failure rate or its rank
+    (``reset_curriculum_priority``) and tempered (``reset_curriculum_temperature``; ``robopolicy.reset_curriculum``)."""
     _check_task(task)
     env = gym.make("Meta-World/MT1", env_name=task, seed=task_seed, render_mode=render_mode, disable_env_checker=True)
     env = _SeededTaskReset(env)
     if reset_curriculum:
-        env = _ResetCurriculum(env, reset_curriculum, reset_curriculum_scope)
+        env = _ResetCurriculum(env, reset_curriculum, reset_curriculum_scope, reset_curriculum_priority,
+                               reset_curriculum_temperature)
     env = _ConfigSweep(env)  # off unless an evaluation starts it
     env = _Float32State(env)
     if success_bonus:

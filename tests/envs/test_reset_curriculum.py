@@ -40,10 +40,41 @@ def test_all_succeeding_falls_back_to_uniform():
     np.testing.assert_allclose(s.probabilities(), np.full(4, 0.25))
 
 
+def _near_equal_failures(priority: str, temperature: float = 1.0) -> FailurePrioritizedSampler:
+    """50 configurations failing at near-equal rates (0.40-0.49), configuration 7 a little more often (0.50)."""
+    s = FailurePrioritizedSampler(50, weight=0.5, priority=priority, temperature=temperature)
+    s.success[:] = 1.0 - np.linspace(0.40, 0.49, 50)
+    s.success[7] = 0.5
+    return s
+
+
+def test_rank_priority_leans_on_the_hardest_configuration_while_failure_rates_are_close():
+    by_failure, by_rank = _near_equal_failures("failure").probabilities(), _near_equal_failures("rank").probabilities()
+    assert by_failure[7] == pytest.approx(1 / 50, rel=0.15)  # near uniform: the failure shares are near equal
+    harmonic = sum(1 / k for k in range(1, 51))
+    assert by_rank[7] == pytest.approx(0.5 / 50 + 0.5 / harmonic)  # ~0.12: the top rank's share, 6x uniform
+    assert by_rank.sum() == pytest.approx(1.0) and np.all(np.diff(np.delete(by_rank, 7)) > 0)  # rank order kept
+    # A lower temperature sharpens either score; a higher one flattens it.
+    sharp, flat = _near_equal_failures("rank", 0.5).probabilities(), _near_equal_failures("rank", 2.0).probabilities()
+    assert sharp[7] > by_rank[7] > flat[7] > 1 / 50
+    assert _near_equal_failures("failure", 0.1).probabilities()[7] > 1.5 * by_failure[7]
+
+
+def test_rank_priority_shares_a_tie_and_draws_uniformly_before_any_episode():
+    s = FailurePrioritizedSampler(4, weight=1.0, priority="rank")
+    np.testing.assert_allclose(s.probabilities(), np.full(4, 0.25))  # every estimate at its prior: one tie
+    s.success[:] = [0.2, 0.2, 0.9, 0.5]  # 0 and 1 tie for ranks 1-2, then 3 (rank 3) and 2 (rank 4)
+    tie = (1 + 1 / 2) / 2
+    np.testing.assert_allclose(s.probabilities(), np.array([tie, tie, 1 / 4, 1 / 3]) / (2 * tie + 1 / 4 + 1 / 3))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"n": 0, "weight": 0.5}, "reset_curriculum: needs at least one reset configuration, got 0"),
     ({"n": 5, "weight": 1.5}, "reset_curriculum: weight must be in [0, 1], got 1.5"),
     ({"n": 5, "weight": 0.5, "ema": 0.0}, "reset_curriculum: ema must be in (0, 1], got 0.0"),
+    ({"n": 5, "weight": 0.5, "priority": "staleness"},
+     "reset_curriculum_priority: one of ('failure', 'rank'), got 'staleness'"),
+    ({"n": 5, "weight": 0.5, "temperature": 0.0}, "reset_curriculum_temperature: must be above 0, got 0.0"),
 ])
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError) as err:
@@ -202,6 +233,14 @@ def test_a_training_run_syncs_a_run_wide_curriculum_and_logs_it(tmp_path):
     mean_success = [r["curriculum/mean_success"] for r in logged]
     assert 0.5 > mean_success[0] > mean_success[1] > mean_success[2] > mean_success[3]
     assert logged[-1]["curriculum/hardest_p"] > 1.1 / 50
+
+    # With rank priority at a low temperature the same two rollouts' failures already concentrate the draw.
+    ranked = run_training(compose("train", [*base, "name=rank", "total_steps=80",
+                                            "+env.train_kwargs.reset_curriculum_priority=rank",
+                                            "+env.train_kwargs.reset_curriculum_temperature=0.25"]), show_progress=False)
+    rows = [json.loads(line) for line in (ranked.run_dir / "metrics.jsonl").read_text().splitlines()]
+    ranked_p = [r["curriculum/hardest_p"] for r in rows if "curriculum/hardest_p" in r]
+    assert len(ranked_p) == 2 and ranked_p[-1] > 0.2 > logged[1]["curriculum/hardest_p"]
 
     with pytest.raises(ConfigError, match="reset_curriculum_scope=run: needs algo.advantage=gae, got grpo"):
         run_training(compose("train", [*base, "name=grpo", "algo.advantage=grpo"]), show_progress=False)
