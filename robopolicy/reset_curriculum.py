@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-
 PRIORITIES = ("failure", "rank")
 
 
@@ -40,7 +39,7 @@ def _rank_scores(fail: np.ndarray) -> np.ndarray:
     draw equally, and a sampler that has seen no episode draws uniformly)."""
     order = np.argsort(-fail, kind="stable")
     by_rank = 1.0 / np.arange(1, len(fail) + 1)
-    values, group = np.unique(fail[order], return_inverse=True)
+    _, group = np.unique(fail[order], return_inverse=True)
     shared = np.bincount(group, weights=by_rank) / np.bincount(group)
     score = np.empty(len(fail))
     score[order] = shared[group]
