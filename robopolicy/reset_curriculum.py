@@ -16,8 +16,12 @@ Priority. With the failure share above (``priority="failure"``) the draw leans o
 others are mostly solved: while most fail, the shares are near equal (session 45 measured the hardest one at 1.5x
 uniform first after 370-690k steps of a 1M run). ``priority="rank"`` scores a configuration by its rank instead, as
 prioritized level replay does: h_i = 1 / rank_i (1 = the highest failure rate; tied configurations share their ranks'
-mean score), so the hardest one holds the same share of the prioritized part however close the rates are. Either
-score is tempered, h_i ** (1 / temperature), before it is normalized: below 1 it sharpens, above 1 it flattens.
+mean score), so the hardest one holds the same share of the prioritized part however close the rates are. A
+configuration the policy never solves can then take that share for the whole run (session 46: pick-place's
+configuration 4 at 6-16x uniform from the first rollout on, and the runs fell behind). ``priority="learnability"``
+scores h_i = s_i (1 - s_i), the variance of a success: highest where the policy solves a configuration half the
+time, where PPO's advantages carry the most signal, and low both where it always succeeds and where it never does.
+Every score is tempered, h_i ** (1 / temperature), before it is normalized: below 1 it sharpens, above 1 it flattens.
 
 Scope. With ``reset_curriculum_scope="env"`` (the default) each env learns from its own episodes: with 8 envs of
 200-step episodes, each meets a configuration once per ~80,000 steps of the run, so an estimate lags the policy by
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-PRIORITIES = ("failure", "rank")
+PRIORITIES = ("failure", "rank", "learnability")
 
 
 def _rank_scores(fail: np.ndarray) -> np.ndarray:
@@ -72,7 +76,7 @@ class FailurePrioritizedSampler:
     def probabilities(self) -> np.ndarray:
         n = len(self.success)
         fail = 1.0 - self.success
-        score = fail if self.priority == "failure" else _rank_scores(fail)
+        score = {"failure": fail, "rank": _rank_scores(fail), "learnability": fail * self.success}[self.priority]
         score = score ** (1.0 / self.temperature)
         total = score.sum()
         prioritized = score / total if total > 0 else np.full(n, 1.0 / n)

@@ -68,12 +68,22 @@ def test_rank_priority_shares_a_tie_and_draws_uniformly_before_any_episode():
     np.testing.assert_allclose(s.probabilities(), np.array([tie, tie, 1 / 4, 1 / 3]) / (2 * tie + 1 / 4 + 1 / 3))
 
 
+def test_learnability_priority_leans_on_half_solved_configurations_not_on_never_solved_ones():
+    s = FailurePrioritizedSampler(4, weight=1.0, priority="learnability")
+    np.testing.assert_allclose(s.probabilities(), np.full(4, 0.25))  # every estimate at its prior of 0.5
+    s.success[:] = [0.0, 0.5, 1.0, 0.9]  # never solved, half solved, always solved, mostly solved
+    np.testing.assert_allclose(s.probabilities(), np.array([0.0, 0.25, 0.0, 0.09]) / 0.34)
+    failure = FailurePrioritizedSampler(4, weight=1.0)
+    failure.success[:] = s.success
+    assert np.argmax(failure.probabilities()) == 0  # where the failure share puts the most weight
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"n": 0, "weight": 0.5}, "reset_curriculum: needs at least one reset configuration, got 0"),
     ({"n": 5, "weight": 1.5}, "reset_curriculum: weight must be in [0, 1], got 1.5"),
     ({"n": 5, "weight": 0.5, "ema": 0.0}, "reset_curriculum: ema must be in (0, 1], got 0.0"),
     ({"n": 5, "weight": 0.5, "priority": "staleness"},
-     "reset_curriculum_priority: one of ('failure', 'rank'), got 'staleness'"),
+     "reset_curriculum_priority: one of ('failure', 'rank', 'learnability'), got 'staleness'"),
     ({"n": 5, "weight": 0.5, "temperature": 0.0}, "reset_curriculum_temperature: must be above 0, got 0.0"),
 ])
 def test_bad_settings_are_refused(kwargs, message):
