@@ -17,8 +17,9 @@ others are mostly solved: while most fail, the shares are near equal (session 45
 uniform first after 370-690k steps of a 1M run). ``priority="rank"`` scores a configuration by its rank instead, as
 prioritized level replay does: h_i = 1 / rank_i (1 = the highest failure rate; tied configurations share their ranks'
 mean score), so the hardest one holds the same share of the prioritized part however close the rates are. A
-configuration the policy never solves can then take that share for the whole run (session 46: pick-place's
-configuration 4 at 6-16x uniform from the first rollout on, and the runs fell behind). ``priority="learnability"``
+configuration the policy never solves can then take that share for the whole run (session 46: on pick-place,
+configuration 4 was the most drawn in most rollouts, at 5-16x uniform, and the runs fell 8-20 points behind those
+with the failure share). ``priority="learnability"``
 scores h_i = s_i (1 - s_i), the variance of a success: highest where the policy solves a configuration half the
 time, where PPO's advantages carry the most signal, and low both where it always succeeds and where it never does.
 Every score is tempered, h_i ** (1 / temperature), before it is normalized: below 1 it sharpens, above 1 it flattens.
@@ -95,7 +96,8 @@ class RunWideCurriculum:
     """One ``FailurePrioritizedSampler`` over every env of a vector env (``reset_curriculum_scope="run"``).
 
     ``sync()``, after each rollout, drains the (configuration, success) pairs of the episodes each env finished,
-    folds them in and sets every env's draw probabilities; it returns metrics naming the hardest configuration."""
+    folds them in and sets every env's draw probabilities; it returns metrics naming the most-drawn configuration
+    (``curriculum/hardest_config``: the hardest one under the failure and rank priorities, not under learnability)."""
 
     def __init__(self, env: Any, weight: float, ema: float = 0.3, priority: str = "failure",
                  temperature: float = 1.0) -> None:
