@@ -299,8 +299,9 @@ def _make_mt1(
     inner time limit is 500). With ``cameras`` the observation is a Dict with images; ``success_bonus`` is added
     to the reward of every successful step; ``reset_curriculum`` (a weight in [0, 1], a training-only option:
     ``env.train_kwargs``) draws the configurations the env's episodes failed more often, or with
-    ``reset_curriculum_scope="run"`` the ones every env's episodes failed, scored by failure rate or its rank
-    (``reset_curriculum_priority``) and tempered (``reset_curriculum_temperature``; ``robopolicy.reset_curriculum``)."""
+    ``reset_curriculum_scope="run"`` the ones every env's episodes failed, scored by failure rate, its rank or
+    learnability (``reset_curriculum_priority``) and tempered (``reset_curriculum_temperature``;
+    ``robopolicy.reset_curriculum``)."""
     _check_task(task)
     env = gym.make("Meta-World/MT1", env_name=task, seed=task_seed, render_mode=render_mode, disable_env_checker=True)
     env = _SeededTaskReset(env)

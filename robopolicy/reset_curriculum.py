@@ -19,9 +19,9 @@ prioritized level replay does: h_i = 1 / rank_i (1 = the highest failure rate; t
 mean score), so the hardest one holds the same share of the prioritized part however close the rates are. A
 configuration the policy never solves can then take that share for the whole run (session 46: on pick-place,
 configuration 4 was the most drawn in most rollouts, at 5-16x uniform, and the runs fell 8-20 points behind those
-with the failure share). ``priority="learnability"``
-scores h_i = s_i (1 - s_i), the variance of a success: highest where the policy solves a configuration half the
-time, where PPO's advantages carry the most signal, and low both where it always succeeds and where it never does.
+with the failure share). ``priority="learnability"`` scores h_i = s_i (1 - s_i), the variance of a success: highest
+where the policy solves a configuration half the time, where PPO's advantages carry the most signal, and low both
+where it always succeeds and where it never does.
 Every score is tempered, h_i ** (1 / temperature), before it is normalized: below 1 it sharpens, above 1 it flattens.
 
 Scope. With ``reset_curriculum_scope="env"`` (the default) each env learns from its own episodes: with 8 envs of
@@ -52,7 +52,8 @@ def _rank_scores(fail: np.ndarray) -> np.ndarray:
 
 
 class FailurePrioritizedSampler:
-    """Draw one of ``n`` reset configurations with probability rising with its recent failure rate.
+    """Draw one of ``n`` reset configurations by a priority over its recent success: its failure rate (the
+    default), the rank of that rate, or its learnability (see "Priority" above).
 
     Each env process keeps its own sampler and learns from its own episodes; the estimates start at ``prior``
     success and are not checkpointed (a resumed run re-learns them within a few visits per configuration)."""
@@ -77,7 +78,12 @@ class FailurePrioritizedSampler:
     def probabilities(self) -> np.ndarray:
         n = len(self.success)
         fail = 1.0 - self.success
-        score = {"failure": fail, "rank": _rank_scores(fail), "learnability": fail * self.success}[self.priority]
+        if self.priority == "rank":
+            score = _rank_scores(fail)
+        elif self.priority == "learnability":
+            score = fail * self.success
+        else:
+            score = fail
         score = score ** (1.0 / self.temperature)
         total = score.sum()
         prioritized = score / total if total > 0 else np.full(n, 1.0 / n)
