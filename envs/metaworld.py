@@ -161,8 +161,9 @@ class _ResetCurriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.scope, self.outcomes, self.pushed = scope, [], None
         self._config, self._steps, self._succeeded = -1, 0, False
 
-    def reset_curriculum_size(self) -> int:
-        return len(self.configs)
+    def reset_curriculum_sampler(self) -> FailurePrioritizedSampler:
+        """This env's sampler, whose settings a run-wide curriculum takes (scope "run")."""
+        return self.sampler
 
     def drain_reset_outcomes(self) -> list[tuple[int, bool]]:
         """The (configuration, success) of each episode finished since the last call (scope "run")."""

@@ -32,6 +32,7 @@ after each rollout and pushes the probabilities back: a configuration's estimate
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -105,17 +106,19 @@ class RunWideCurriculum:
     folds them in and sets every env's draw probabilities; it returns metrics naming the most-drawn configuration
     (``curriculum/hardest_config``: the hardest one under the failure and rank priorities, not under learnability)."""
 
-    def __init__(self, env: Any, weight: float, ema: float = 0.3, priority: str = "failure",
-                 temperature: float = 1.0) -> None:
+    def __init__(self, env: Any) -> None:
         try:
-            sizes = set(env.call("reset_curriculum_size"))
+            samplers = env.call("reset_curriculum_sampler")
         except AttributeError as err:
             raise ValueError("reset_curriculum_scope=run: the training env has no reset curriculum (set "
                              "env.train_kwargs.reset_curriculum to a weight above 0)") from err
+        sizes = {len(s.success) for s in samplers}
         if len(sizes) != 1:
             raise ValueError(f"reset_curriculum_scope=run: the envs hold different numbers of configurations {sizes}")
         self.env = env
-        self.sampler = FailurePrioritizedSampler(sizes.pop(), weight, ema, priority=priority, temperature=temperature)
+        # The envs' own settings (weight, priority, temperature: their kwargs) with estimates at the prior: under
+        # scope "run" an env folds in no episode itself. A copy, so a SyncVectorEnv's env 0 keeps its own.
+        self.sampler = copy.deepcopy(samplers[0])
 
     def sync(self) -> dict[str, float]:
         for outcomes in self.env.call("drain_reset_outcomes"):

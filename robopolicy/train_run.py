@@ -291,9 +291,7 @@ def experience_source(cfg: DictConfig, algo_cfg: PPOConfig, env: Any, seed: int)
         curriculum = None
         if run_wide:  # one failure-prioritized draw for all the envs (robopolicy/reset_curriculum.py, "Scope")
             try:
-                curriculum = RunWideCurriculum(env, float(train_kwargs.get("reset_curriculum", 0.0)),
-                                               priority=train_kwargs.get("reset_curriculum_priority", "failure"),
-                                               temperature=float(train_kwargs.get("reset_curriculum_temperature", 1.0)))
+                curriculum = RunWideCurriculum(env)  # the envs' sampler settings, from their kwargs
             except ValueError as err:
                 raise ConfigError(str(err)) from err
         return LocalRollouts(env, n_steps=algo_cfg.n_steps, seed=seed,

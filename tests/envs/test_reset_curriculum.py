@@ -175,7 +175,7 @@ def test_run_wide_curriculum_pools_every_envs_episodes_and_sets_every_envs_draw(
 
     envs = _run_wide_envs(3)
     try:
-        curriculum = RunWideCurriculum(envs, weight=1.0)
+        curriculum = RunWideCurriculum(envs)
         _, info = envs.reset(seed=0)
         first = [int(c) for c in info["reset_config"]]
         for _ in range(6):  # five steps of standing still fail reach; the sixth auto-resets (the outcome is folded)
@@ -220,7 +220,7 @@ def test_a_run_wide_scope_without_a_curriculum_is_refused():
 
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("robopolicy/MetaWorld-reach-v3")])
     with pytest.raises(ValueError) as err:
-        RunWideCurriculum(envs, weight=0.5)
+        RunWideCurriculum(envs)
     assert str(err.value) == ("reset_curriculum_scope=run: the training env has no reset curriculum (set "
                               "env.train_kwargs.reset_curriculum to a weight above 0)")
     envs.close()
